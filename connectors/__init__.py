@@ -1,0 +1,1 @@
+"""HTTP and Kafka edges: partner APIs, core outbound, embedded broker and registry. No Faust code here."""

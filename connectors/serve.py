@@ -1,0 +1,41 @@
+"""Serve a partner API or the embedded registry with uvicorn (`sinergi api ...`, `sinergi registry`)."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.config import Settings
+
+
+def serve_api(which: str, settings: Settings, bootstrap: str) -> None:
+    from connectors.kafka_edge import EdgeProducer
+
+    producer = EdgeProducer(settings, bootstrap)
+    app: FastAPI
+    if which == "bank":
+        from connectors.bank.app import create_bank_app
+
+        app, port = create_bank_app(settings, producer), settings.bank_api_port
+    else:
+        from connectors.kbri.app import create_kbri_app
+
+        app, port = create_kbri_app(settings, producer), settings.kbri_api_port
+    _mount_metrics(app)
+    uvicorn.run(app, host=settings.http_host, port=port, log_level="warning", access_log=False)
+
+
+def serve_registry(settings: Settings) -> None:
+    from connectors.registry.app import create_registry_app
+    from connectors.registry.store import SchemaStore, preload
+
+    store = SchemaStore()
+    preload(store, settings.schemas_dir)
+    app = create_registry_app(store)
+    uvicorn.run(app, host=settings.http_host, port=settings.registry_port, log_level="warning", access_log=False)
+
+
+def _mount_metrics(app: FastAPI) -> None:
+    from prometheus_client import make_asgi_app
+
+    app.mount("/metrics", make_asgi_app())

@@ -1,0 +1,1 @@
+"""sinergi stream processors, domain logic and CLI."""

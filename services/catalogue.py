@@ -1,0 +1,147 @@
+"""The topic catalogue: every topic the hub owns, in one place.
+
+Kept apart from the Faust app so that connectors (which hold no Faust code) and the admin CLI can
+read it too. Keys never carry a raw NIK: the participant key is a keyed hash (services.domain.identity),
+and it doubles as the VA customer number, so enrollments and payments for one worker land on the
+same partition of every topic without a repartition hop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Encoding(StrEnum):
+    JSON = "json"  # raw partner input, exactly as received
+    AVRO = "avro"  # Confluent wire format, schema in the registry
+    BYTES = "bytes"  # dead letters: the original bytes, whatever they were
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    encoding: Encoding
+    value_schema: str | None = None  # Avro full name, e.g. "sinergi.Enrollment"
+    partitions: int | None = None  # None: Settings.kafka_partitions
+    compacted: bool = False
+    retention_ms: int | None = None
+    doc: str = ""
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        cfg.update(self.extra_config)
+        return cfg
+
+
+PARTICIPANT_KEY = "participant key (keyed hash of the NIK, = VA customer number)"
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+ENROLLMENTS_RAW = TopicSpec(
+    "kbri.enrollments.raw",
+    PARTICIPANT_KEY,
+    Encoding.JSON,
+    retention_ms=SEVEN_DAYS_MS,
+    doc="Enrollment requests as offices sent them (JSON + intake headers).",
+)
+PAYMENTS_RAW = TopicSpec(
+    "bank.payments.raw",
+    PARTICIPANT_KEY,
+    Encoding.JSON,
+    retention_ms=SEVEN_DAYS_MS,
+    doc="SNAP payment notifications as banks sent them (JSON + intake headers).",
+)
+STATEMENTS_RAW = TopicSpec(
+    "bank.statements.raw",
+    "bank id",
+    Encoding.JSON,
+    retention_ms=SEVEN_DAYS_MS,
+    doc="End-of-day statements as uploaded.",
+)
+ENROLLMENTS = TopicSpec(
+    "enrollments.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.Enrollment",
+    doc="Validated enrollments.",
+)
+PAYMENTS = TopicSpec(
+    "payments.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.Payment",
+    doc="Validated payments, amount in integer rupiah plus the original currency.",
+)
+STATEMENT_ENTRIES = TopicSpec(
+    "statement-entries.v1", "bank id", Encoding.AVRO, "sinergi.StatementEntry", doc="One entry per statement line."
+)
+FX_RATES = TopicSpec(
+    "fx-rates.v1",
+    "currency",
+    Encoding.AVRO,
+    "sinergi.FxRate",
+    partitions=1,
+    compacted=True,
+    doc="Reference FX rates by currency and value date.",
+)
+MEMBERS = TopicSpec(
+    "members.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.MemberRecord",
+    compacted=True,
+    doc="Latest MemberRecord per participant, versioned.",
+)
+EXCEPTIONS = TopicSpec(
+    "reconciliation.exceptions.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.ReconciliationException",
+    doc="Payments and entries the reconciler could not match, with a reason.",
+)
+CORE_MEMBER_RECORDS = TopicSpec(
+    "core.member-records.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.MemberRecord",
+    doc="What the BPJS core system consumes: each member version once, in order per member.",
+)
+
+
+def dlq(stage: str) -> TopicSpec:
+    return TopicSpec(
+        f"dlq.{stage}",
+        "the original key",
+        Encoding.BYTES,
+        retention_ms=30 * 24 * 3600 * 1000,
+        doc=f"Input the {stage} stage could not accept: original bytes, headers with reason and coordinates.",
+    )
+
+
+STAGES = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher")
+DEAD_LETTERS = tuple(dlq(stage) for stage in STAGES)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    ENROLLMENTS_RAW,
+    PAYMENTS_RAW,
+    STATEMENTS_RAW,
+    ENROLLMENTS,
+    PAYMENTS,
+    STATEMENT_ENTRIES,
+    FX_RATES,
+    MEMBERS,
+    EXCEPTIONS,
+    CORE_MEMBER_RECORDS,
+    *DEAD_LETTERS,
+)
+
+
+def by_name(name: str) -> TopicSpec:
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

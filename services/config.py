@@ -1,0 +1,105 @@
+"""The one Settings class. Every address, secret and tunable comes from here (env prefix SINERGI_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Development-only secrets: good enough for `make demo` and tests, refused when environment=production.
+DEV_PARTICIPANT_KEY_SECRET = "dev-only-participant-key-secret-change-me"  # noqa: S105
+DEV_PII_KEY = "ZGV2LW9ubHktcGlpLWtleS0zMi1ieXRlcy1sb25nISE="  # urlsafe b64 of 32 bytes
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SINERGI_", env_nested_delimiter="__", extra="ignore")
+
+    environment: str = Field("development", description="development | test | production")
+
+    # --- Kafka -------------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port list of a real Kafka cluster. Unset: `sinergi up` starts the embedded broker."
+    )
+    kafka_replication_factor: int = 1
+    kafka_partitions: int = Field(4, description="partitions for topics whose catalogue entry does not fix them")
+    # Tansu (and a real cluster under load) answers a group join after part of the rebalance timeout:
+    # a few seconds keeps start-up fast; production can raise these.
+    consumer_session_timeout_s: float = 6.0
+    consumer_rebalance_timeout_s: float = 6.0
+    consumer_heartbeat_interval_s: float = 1.0
+    consumer_fetch_max_wait_ms: int = 20
+    producer_linger_ms: int = 5
+    producer_message_timeout_ms: int = Field(
+        5000, description="edge producers: how long a request waits for Kafka before it answers 503"
+    )
+    commit_interval_s: float = 1.0
+
+    # --- Schema registry -----------------------------------------------------------------------------
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible registry. Unset: the hub serves its own schemas (embedded)."
+    )
+    schemas_dir: Path = REPO_ROOT / "schemas"
+
+    # --- HTTP ----------------------------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    bank_api_port: int = 8081
+    kbri_api_port: int = 8082
+    registry_port: int = 8083
+    metrics_port_base: int = Field(9300, description="workers expose /metrics on base + n")
+    max_body_bytes: int = 64 * 1024
+
+    # --- Secrets -------------------------------------------------------------------------------------
+    participant_key_secret: SecretStr = SecretStr(DEV_PARTICIPANT_KEY_SECRET)
+    pii_encryption_key: SecretStr = Field(
+        SecretStr(DEV_PII_KEY), description="Fernet key; the core system holds the same key to read NIK/passport"
+    )
+    # Simple shared tokens per partner until the SNAP and KBRI issues harden authentication.
+    bank_tokens: dict[str, SecretStr] = Field(
+        default_factory=lambda: {
+            "MANDIRI": SecretStr("dev-token-mandiri"),
+            "BNI": SecretStr("dev-token-bni"),
+            "MAYBANK_MY": SecretStr("dev-token-maybank"),
+        }
+    )
+    office_tokens: dict[str, SecretStr] = Field(
+        default_factory=lambda: {
+            "KBRI_KUALA_LUMPUR": SecretStr("dev-token-kbri-kl"),
+            "KJRI_JOHOR_BAHRU": SecretStr("dev-token-kjri-jb"),
+            "KJRI_HONG_KONG": SecretStr("dev-token-kjri-hk"),
+            "KDEI_TAIPEI": SecretStr("dev-token-kdei-tpe"),
+        }
+    )
+
+    # --- Domain configuration (UNCONFIRMED facts live here, not in code) -----------------------------
+    tariff_file: Path = REPO_ROOT / "schemas" / "reference" / "tariffs.json"
+    banks_file: Path = REPO_ROOT / "schemas" / "reference" / "banks.json"
+    offices_file: Path = REPO_ROOT / "schemas" / "reference" / "offices.json"
+    customer_no_digits: int = Field(18, ge=10, le=20, description="VA customer number length (<= 20 per SNAP)")
+    bill_validity_days: int = 30
+
+    # --- Processing ------------------------------------------------------------------------------------
+    data_dir: Path = REPO_ROOT / "var"
+    log_json: bool | None = Field(None, description="JSON logs; default: JSON unless stderr is a terminal")
+    log_level: str = "INFO"
+
+    def is_embedded(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def check_production_safety(self) -> None:
+        if self.environment != "production":
+            return
+        if self.participant_key_secret.get_secret_value() == DEV_PARTICIPANT_KEY_SECRET:
+            raise ValueError("SINERGI_PARTICIPANT_KEY_SECRET must be set in production")
+        if self.pii_encryption_key.get_secret_value() == DEV_PII_KEY:
+            raise ValueError("SINERGI_PII_ENCRYPTION_KEY must be set in production")
+        if self.kafka_bootstrap is None:
+            raise ValueError("SINERGI_KAFKA_BOOTSTRAP must point at the cluster in production")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,133 @@
+"""Canonical records, written by hand beside schemas/*.avsc (the .avsc files are the contract).
+
+tests/unit/test_schema_parity.py checks every schema/model pair field by field and round-trips
+samples through Avro. Money is integer rupiah (int) or Decimal, never float. Times are aware UTC
+datetimes; dates are business dates.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Sex(StrEnum):
+    M = "M"
+    F = "F"
+    UNKNOWN = "UNKNOWN"
+
+
+class ParticipantType(StrEnum):
+    PLACED = "PLACED"
+    PERSEORANGAN = "PERSEORANGAN"
+    UNKNOWN = "UNKNOWN"
+
+
+class Program(StrEnum):
+    JKK = "JKK"
+    JKM = "JKM"
+    JHT = "JHT"
+    UNKNOWN = "UNKNOWN"
+
+
+class MemberStatus(StrEnum):
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    ACTIVE = "ACTIVE"
+    EXPIRED = "EXPIRED"
+    LAPSED_REREGISTER = "LAPSED_REREGISTER"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+
+
+class _Record(BaseModel):
+    # frozen: a canonical record is a fact; a new version is a new object.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class Enrollment(_Record):
+    event_id: str
+    participant_id: str
+    office_code: str
+    office_request_id: str
+    pii_encrypted: bytes
+    full_name: str
+    date_of_birth: date
+    sex: Sex
+    participant_type: ParticipantType
+    destination_country: str
+    employer_name: str | None = None
+    departure_date: date
+    contract_start: date
+    contract_months: int
+    programs: list[Program]
+    jht_monthly_amount_idr: int | None = None
+    channel: str
+    warnings: list[str] = Field(default_factory=list)
+    received_at: datetime
+
+
+class Payment(_Record):
+    event_id: str
+    participant_id: str
+    bank_id: str
+    partner_service_id: str
+    virtual_account_no: str
+    payment_request_id: str
+    external_id: str
+    partner_reference_no: str | None = None
+    amount_idr: int
+    original_amount: Decimal
+    original_currency: str
+    fx_rate: Decimal | None = None
+    trx_time: datetime
+    trx_utc_offset_minutes: int
+    channel_code: str | None = None
+    received_at: datetime
+
+
+class MemberRecord(_Record):
+    record_id: str
+    participant_id: str
+    version: int
+    status: MemberStatus
+    office_code: str
+    full_name: str
+    pii_encrypted: bytes
+    date_of_birth: date
+    sex: Sex
+    participant_type: ParticipantType
+    destination_country: str
+    programs: list[Program]
+    customer_no: str
+    bill_amount_idr: int
+    paid_amount_idr: int
+    bill_issued_at: datetime
+    bill_expires_on: date
+    coverage_start: date | None = None
+    coverage_end: date | None = None
+    enrollment_event_id: str
+    payment_event_ids: list[str] = Field(default_factory=list)
+    caused_by_event_id: str
+    updated_at: datetime
+
+
+class ReconciliationException(_Record):
+    exception_id: str
+    participant_id: str
+    reason: str
+    event_id: str
+    bank_id: str | None = None
+    amount_idr: int | None = None
+    detail: str = ""
+    occurred_at: datetime
+
+
+RECORD_TYPES: dict[str, type[_Record]] = {
+    "sinergi.Enrollment": Enrollment,
+    "sinergi.Payment": Payment,
+    "sinergi.MemberRecord": MemberRecord,
+    "sinergi.ReconciliationException": ReconciliationException,
+}

@@ -1,0 +1,170 @@
+"""`sinergi up`: the embedded broker (unless a cluster is configured), then every process of the hub.
+
+Each service runs as its own OS process, exactly as it would in production (independent consumer
+groups, one core each). Ctrl-C or SIGTERM stops the children first, then the broker; nothing is left
+behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from connectors.embedded import EmbeddedBroker, free_port
+from services.config import Settings
+from services.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+WORKERS = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _sinergi(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services", *args]
+
+
+def plan(settings: Settings, simulate: bool, embedded_registry: bool) -> list[Child]:
+    host = settings.http_host
+    children: list[Child] = []
+    if embedded_registry:
+        children.append(Child("registry", _sinergi("registry"), f"http://{host}:{settings.registry_port}/subjects"))
+    children += [
+        Child("api-bank", _sinergi("api", "bank"), f"http://{host}:{settings.bank_api_port}/docs"),
+        Child("api-kbri", _sinergi("api", "kbri"), f"http://{host}:{settings.kbri_api_port}/docs"),
+    ]
+    for i, worker in enumerate(WORKERS):
+        port = settings.metrics_port_base + i
+        children.append(
+            Child(
+                f"worker-{worker}",
+                _sinergi("worker", worker, "--metrics-port", str(port)),
+                f"http://{host}:{port}/metrics",
+            )
+        )
+    if simulate:
+        children.append(Child("simulator", _sinergi("simulate", "--forever")))
+    return children
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, simulate: bool) -> None:
+        self.settings = settings
+        self.simulate = simulate
+        self.broker: EmbeddedBroker | None = None
+        self.children: list[Child] = []
+        self.log_dir = Path(settings.data_dir) / "logs"
+        self.bootstrap = ""
+        self.env: dict[str, str] = {}
+        self._stop = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop = True
+
+    def start(self) -> None:
+        """Broker (if embedded), topics, then every child process; returns once the APIs answer."""
+        s = self.settings
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        bootstrap = s.kafka_bootstrap
+        if bootstrap is None:
+            self.broker = EmbeddedBroker(log_file=self.log_dir / "broker.log").start()
+            bootstrap = self.broker.bootstrap
+            print(f"embedded broker (Tansu)  kafka://{bootstrap}", flush=True)
+        self.bootstrap = bootstrap
+        env["SINERGI_KAFKA_BOOTSTRAP"] = bootstrap
+        created = create_topics(bootstrap, s)
+        print(f"topics: {len(created)} created", flush=True)
+        embedded_registry = s.schema_registry_url is None
+        if embedded_registry:
+            env["SINERGI_SCHEMA_REGISTRY_URL"] = f"http://{s.http_host}:{s.registry_port}"
+        self.children = plan(s, self.simulate, embedded_registry)
+        for child in self.children:
+            self.spawn(child, env)
+            if child.name == "registry":
+                _wait_http(f"http://{s.http_host}:{s.registry_port}/subjects", 30.0)
+        for port in (s.bank_api_port, s.kbri_api_port):
+            _wait_http(f"http://{s.http_host}:{port}/healthz", 60.0)
+        self.env = env
+
+    def spawn(self, child: Child, env: dict[str, str]) -> None:
+        out = open(self.log_dir / f"{child.name}.log", "ab")  # lives as long as the child
+        child.proc = subprocess.Popen(child.argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self.start()
+            self._print_urls(self.log_dir)
+            while not self._stop:
+                for child in self.children:
+                    if child.proc is not None and child.proc.poll() is not None:
+                        print(
+                            f"{child.name} exited with {child.proc.returncode}; see {self.log_dir}/{child.name}.log",
+                            flush=True,
+                        )
+                        child.proc = None
+                time.sleep(0.5)
+            return 0
+        finally:
+            self.shutdown()
+
+    def _print_urls(self, log_dir: Path) -> None:
+        print("\nsinergi is up:", flush=True)
+        for child in self.children:
+            if child.url:
+                print(f"  {child.name:<30} {child.url}", flush=True)
+        print(f"  logs                           {log_dir}/", flush=True)
+        print("Ctrl-C stops everything.\n", flush=True)
+
+    def shutdown(self) -> None:
+        for child in reversed(self.children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + 15.0
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(5)
+        if self.broker is not None:
+            self.broker.stop()
+            print("stopped.", flush=True)
+
+
+def _wait_http(url: str, timeout_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+__all__ = ["Supervisor", "free_port"]

@@ -1,0 +1,338 @@
+"""SNAP VA payment notification, in-process: codes, produced records, and hostile amounts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.kafka_edge import InMemoryProducer
+from services.config import Settings
+
+URL = "/v1.0/transfer-va/payment"
+CUSTOMER_NO = "123456789012345678"
+PSID = "   88001"  # MANDIRI in banks.json
+VA = PSID + CUSTOMER_NO
+
+
+def payment(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "partnerServiceId": PSID,
+        "customerNo": CUSTOMER_NO,
+        "virtualAccountNo": VA,
+        "virtualAccountName": "Siti Aminah",
+        "paymentRequestId": "MDR-20250901-000123",
+        "paidAmount": {"value": "370000.00", "currency": "IDR"},
+        "trxDateTime": "2025-09-01T10:15:00+07:00",
+        "channelCode": "6011",
+        "partnerReferenceNo": "MDR123",
+    }
+    body.update(overrides)
+    return body
+
+
+def snap_headers(
+    token: str | None = "dev-token-mandiri",
+    partner: str | None = "MANDIRI",
+    external_id: str | None = "20250901000000000001",
+    timestamp: str | None = "2025-09-01T10:15:01+07:00",
+    channel: str | None = "95221",
+) -> dict[str, str]:
+    out = {"Content-Type": "application/json"}
+    for name, value in (
+        ("Authorization", f"Bearer {token}" if token is not None else None),
+        ("X-PARTNER-ID", partner),
+        ("X-EXTERNAL-ID", external_id),
+        ("X-TIMESTAMP", timestamp),
+        ("CHANNEL-ID", channel),
+    ):
+        if value is not None:
+            out[name] = value
+    return out
+
+
+async def pay(client: httpx.AsyncClient, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(URL, content=content, headers=snap_headers(**kw))
+
+
+def assert_snap_error(resp: httpx.Response, status: int, code: str, reason: str | None = None) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"responseCode", "responseMessage", "reason"}
+    assert body["responseCode"] == code
+    if reason is not None:
+        assert body["reason"] == reason
+
+
+# --- happy path ----------------------------------------------------------------------------------------
+async def test_payment_200_after_ack(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    raw = b" " + json.dumps(payment(), indent=2).encode()
+    resp = await pay(bank_client, raw)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {
+        "responseCode": "2002500",
+        "responseMessage": "Successful",
+        "virtualAccountData": {
+            "partnerServiceId": PSID,
+            "customerNo": CUSTOMER_NO,
+            "virtualAccountNo": VA,
+            "paymentRequestId": "MDR-20250901-000123",
+            "paidAmount": {"value": "370000.00", "currency": "IDR"},
+            "paymentFlagStatus": "00",
+            "paymentFlagReason": {"english": "Success", "indonesia": "Sukses"},
+        },
+    }
+    assert len(producer.records) == 1
+    rec = producer.records[0]
+    assert rec.topic == "bank.payments.raw"
+    assert rec.key == CUSTOMER_NO.encode()
+    assert rec.value == raw
+    assert rec.header("sinergi-bank") == b"MANDIRI"
+    assert rec.header("sinergi-external-id") == b"20250901000000000001"
+    assert rec.header("sinergi-event-id") is not None
+    assert rec.header("sinergi-received-at") is not None
+    assert rec.header("sinergi-channel-id") == b"95221"
+    assert rec.header("sinergi-x-timestamp") == b"2025-09-01T10:15:01+07:00"
+
+
+async def test_same_payment_same_event_id(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    assert (await pay(bank_client, payment())).status_code == 200
+    assert (await pay(bank_client, payment(), external_id="99")).status_code == 200
+    assert (await pay(bank_client, payment(paymentRequestId="OTHER"))).status_code == 200
+    ids = [r.header("sinergi-event-id") for r in producer.records]
+    assert ids[0] == ids[1] != ids[2]
+
+
+async def test_foreign_currency_with_fx_rate(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    body = payment(paidAmount={"value": "107.25", "currency": "MYR"}, additionalInfo={"fxRate": "3450.123456"})
+    resp = await pay(bank_client, body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["virtualAccountData"]["paidAmount"] == {"value": "107.25", "currency": "MYR"}
+    assert len(producer.records) == 1
+
+
+async def test_utc_timestamp_accepted(bank_client: httpx.AsyncClient) -> None:
+    resp = await pay(bank_client, payment(), timestamp="2025-09-01T03:15:01Z")
+    assert resp.status_code == 200, resp.text
+
+
+# --- auth ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"token": None}, "UNAUTHORIZED"),
+        ({"token": "wrong"}, "UNAUTHORIZED"),
+        ({"token": "dev-token-kbri-kl"}, "UNAUTHORIZED"),  # an office token is not a bank token
+        ({"partner": "BNI"}, "PARTNER_ID_MISMATCH"),  # Mandiri's token, BNI's partner id
+        ({"token": "dev-token-bni"}, "PARTNER_ID_MISMATCH"),  # BNI's token, Mandiri's partner id
+        ({"partner": "mandiri"}, "PARTNER_ID_MISMATCH"),
+    ],
+)
+async def test_unauthorized_401(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, kw: dict[str, Any], reason: str
+) -> None:
+    resp = await pay(bank_client, payment(), **kw)
+    assert_snap_error(resp, 401, "4012500", reason)
+    assert producer.attempts == 0
+
+
+async def test_other_bank_cannot_pay_mandiri_va(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    resp = await pay(bank_client, payment(), token="dev-token-bni", partner="BNI")
+    assert_snap_error(resp, 404, "4042512", "VA_MISMATCH")
+    assert producer.attempts == 0
+
+
+# --- headers -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "code", "reason"),
+    [
+        ({"partner": None}, "4002502", "HEADER_MISSING"),
+        ({"external_id": None}, "4002502", "HEADER_MISSING"),
+        ({"external_id": "12ab"}, "4002501", "HEADER_INVALID"),
+        ({"external_id": "1" * 37}, "4002501", "HEADER_INVALID"),
+        ({"external_id": "-1"}, "4002501", "HEADER_INVALID"),
+        ({"timestamp": None}, "4002502", "HEADER_MISSING"),
+        ({"timestamp": "2025-09-01 10:15:01"}, "4002501", "HEADER_INVALID"),
+        ({"timestamp": "2025-09-01T10:15:01"}, "4002501", "HEADER_INVALID"),
+        ({"timestamp": "2025-13-01T10:15:01+07:00"}, "4002501", "HEADER_INVALID"),
+        ({"channel": None}, "4002502", "HEADER_MISSING"),
+        ({"channel": "123456"}, "4002501", "HEADER_INVALID"),
+    ],
+)
+async def test_header_errors_400(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, kw: dict[str, Any], code: str, reason: str
+) -> None:
+    resp = await pay(bank_client, payment(), **kw)
+    assert_snap_error(resp, 400, code, reason)
+    assert producer.attempts == 0
+
+
+async def test_external_id_36_digits_ok(bank_client: httpx.AsyncClient) -> None:
+    assert (await pay(bank_client, payment(), external_id="9" * 36)).status_code == 200
+
+
+# --- amounts: never 500, never produced ----------------------------------------------------------------
+AMOUNT_ATTACKS: list[Any] = [
+    "1e5",
+    "NaN",
+    "Infinity",
+    "-1.00",
+    "0.00",
+    10000,
+    10000.0,
+    "10000.001",
+    "10000",
+    "10000.0",
+    " 10000.00",
+    "10,000.00",
+    "+10000.00",
+    "\u0661\u0660\u0660\u0660\u0660.\u0660\u0660",  # Arabic-Indic digits
+    "10000.00\n",
+    "0x10.00",
+    "",
+    True,
+    None,
+    [],
+    {},
+    "1" * 17 + ".00",
+]
+
+
+@pytest.mark.parametrize("value", AMOUNT_ATTACKS, ids=[repr(v) for v in AMOUNT_ATTACKS])
+async def test_amount_attacks_400(bank_client: httpx.AsyncClient, producer: InMemoryProducer, value: Any) -> None:
+    resp = await pay(bank_client, payment(paidAmount={"value": value, "currency": "IDR"}))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["responseCode"] in {"4002501", "4002502"}
+    assert producer.attempts == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"paidAmount": {"value": NaN, "currency": "IDR"}}',
+        b'{"paidAmount": {"value": 1e999, "currency": "IDR"}}',
+        b'{"paidAmount": {"value": "1.00", "value": "370000.00", "currency": "IDR"}}',
+    ],
+)
+async def test_amount_json_tricks_400(bank_client: httpx.AsyncClient, producer: InMemoryProducer, raw: bytes) -> None:
+    resp = await pay(bank_client, raw)
+    assert_snap_error(resp, 400, "4002500")
+    assert producer.attempts == 0
+
+
+@pytest.mark.parametrize(
+    "paid", ["370000.00", None, [], {"value": "1.00"}, {"currency": "IDR"}, {"value": "1.00", "currency": 5}]
+)
+async def test_paid_amount_shapes_never_500(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, paid: Any
+) -> None:
+    resp = await pay(bank_client, payment(paidAmount=paid))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["responseCode"] in {"4002501", "4002502"}
+    assert producer.attempts == 0
+
+
+async def test_currency_not_allowed_4042513(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    resp = await pay(bank_client, payment(paidAmount={"value": "100.00", "currency": "USD"}))
+    assert_snap_error(resp, 404, "4042513", "CURRENCY_NOT_ALLOWED")
+    assert producer.attempts == 0
+
+
+async def test_idr_fraction_rejected(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    resp = await pay(bank_client, payment(paidAmount={"value": "370000.50", "currency": "IDR"}))
+    assert_snap_error(resp, 400, "4002501", "AMOUNT_FORMAT")
+    assert resp.json()["responseMessage"] == "Invalid Field Format paidAmount.value"
+    assert producer.attempts == 0
+
+
+# --- body fields ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "status", "code", "reason"),
+    [
+        ({"virtualAccountNo": "   88001999999999999999"}, 404, "4042512", "VA_MISMATCH"),
+        ({"virtualAccountNo": "88001" + CUSTOMER_NO}, 404, "4042512", "VA_MISMATCH"),
+        (
+            {"partnerServiceId": "   88002", "virtualAccountNo": "   88002" + CUSTOMER_NO},
+            404,
+            "4042512",
+            "VA_MISMATCH",
+        ),
+        ({"customerNo": "12345ABC"}, 400, "4002501", "INVALID_FIELD"),
+        ({"paymentRequestId": None}, 400, "4002502", "MISSING_FIELD"),
+        ({"paymentRequestId": 42}, 400, "4002501", "INVALID_FIELD"),
+        ({"trxDateTime": "2025-09-01T10:15:00"}, 400, "4002501", "TIMESTAMP_FORMAT"),
+        ({"trxDateTime": None}, 400, "4002501", "TIMESTAMP_FORMAT"),
+        ({"additionalInfo": {"fxRate": "1.0"}}, 400, "4002501", "INVALID_FIELD"),
+        ({"additionalInfo": "x"}, 400, "4002501", "INVALID_FIELD"),
+    ],
+)
+async def test_body_field_errors(
+    bank_client: httpx.AsyncClient,
+    producer: InMemoryProducer,
+    overrides: dict[str, Any],
+    status: int,
+    code: str,
+    reason: str,
+) -> None:
+    resp = await pay(bank_client, payment(**overrides))
+    assert_snap_error(resp, status, code, reason)
+    assert producer.attempts == 0
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{oops", b"[]", b'{"a":' + b"[" * 25 + b"]" * 25 + b"}", b'{"customerNo": "\xc3\x28"}']
+)
+async def test_bad_json_4002500(bank_client: httpx.AsyncClient, producer: InMemoryProducer, raw: bytes) -> None:
+    resp = await pay(bank_client, raw)
+    assert_snap_error(resp, 400, "4002500")
+    assert producer.attempts == 0
+
+
+async def test_oversized_body(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, edge_settings: Settings
+) -> None:
+    resp = await pay(bank_client, payment(virtualAccountName="x" * edge_settings.max_body_bytes))
+    assert_snap_error(resp, 413, "4002500", "BODY_TOO_LARGE")
+    assert producer.attempts == 0
+
+
+# --- broker --------------------------------------------------------------------------------------------
+async def test_broker_down_503(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
+    producer.failing = "TIMEOUT"
+    resp = await pay(bank_client, payment())
+    assert_snap_error(resp, 503, "5002502", "BROKER_UNAVAILABLE")
+    assert int(resp.headers["Retry-After"]) > 0
+    assert "virtualAccountData" not in resp.json()
+    assert producer.records == []
+
+
+async def test_no_personal_data_in_logs_or_errors(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = []
+    with caplog.at_level(logging.DEBUG):
+        texts.append((await pay(bank_client, payment())).text)
+        texts.append((await pay(bank_client, payment(customerNo="12345ABC"))).text)
+        texts.append((await pay(bank_client, payment(virtualAccountName=7))).text)
+        producer.failing = "TIMEOUT"
+        texts.append((await pay(bank_client, payment())).text)
+    logged = caplog.text + "".join(repr(r.__dict__) for r in caplog.records)
+    assert "Siti Aminah" not in logged
+    assert CUSTOMER_NO not in logged
+    assert all("Siti Aminah" not in t for t in texts)
+    assert all("12345ABC" not in t for t in texts[1:])
+
+
+async def test_openapi_and_health(bank_client: httpx.AsyncClient) -> None:
+    spec = (await bank_client.get("/openapi.json")).json()
+    op = spec["paths"]["/v1.0/transfer-va/payment"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/VaPaymentRequest")
+    assert {"200", "400", "401", "404", "503"} <= set(op["responses"])
+    assert {"VaPaymentResponse", "SnapError", "Amount"} <= set(spec["components"]["schemas"])
+    names = {p["name"].lower() for p in op["parameters"]}
+    assert {"authorization", "x-partner-id", "x-external-id", "x-timestamp", "channel-id"} <= names
+    assert (await bank_client.get("/healthz")).json() == {"status": "ok"}

@@ -1,0 +1,295 @@
+"""The simulator's pure generators produce what the domain accepts, and refusals the domain refuses."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from services.config import Settings
+from services.domain.dates import wib_date, years_between
+from services.domain.enrollment import normalize_enrollment
+from services.domain.errors import Rejected
+from services.domain.identity import participant_id
+from services.domain.models import Enrollment, ParticipantType, Payment, Program, Sex
+from services.domain.nik import PROVINCES, check_nik
+from services.domain.payment import normalize_payment, to_idr
+from services.domain.tariff import bill_amount_idr, load_tariffs
+from services.reference import load_banks, load_offices, load_tariff_document
+from services.simulation.generators import (
+    COUNTRY_CURRENCY,
+    FX_RANGES,
+    IDR,
+    BadEnrollment,
+    BadPayment,
+    Mix,
+    World,
+    birth_date,
+    enrollment_body,
+    fx_quote,
+    make_nik,
+    office_request_id,
+    payment_body,
+    payment_steps,
+    plan_member,
+    snap_headers,
+    split_amount,
+    spoil_enrollment,
+    spoil_payment,
+)
+from services.simulator import world_from_settings
+
+SETTINGS = Settings()
+RECEIVED = datetime(2025, 9, 1, 3, 20, tzinfo=UTC)
+TODAY = wib_date(RECEIVED)
+OFFICES = frozenset(load_offices(SETTINGS.offices_file))
+BANKS = load_banks(SETTINGS.banks_file)
+TARIFFS = load_tariffs(load_tariff_document(SETTINGS.tariff_file))
+KEY = partial(participant_id, secret=b"test-secret", digits=SETTINGS.customer_no_digits)
+WORLD = world_from_settings(SETTINGS)
+
+
+def normalize_e(raw: dict[str, Any], office: str, received_at: datetime = RECEIVED) -> Enrollment:
+    """As services/context.py + normalize_enrollments.py call it."""
+    return normalize_enrollment(
+        raw,
+        office_code=office,
+        request_id="req-1",
+        received_at=received_at,
+        known_offices=OFFICES,
+        participant_key=KEY,
+        encrypt_pii=lambda b: b"ENC:" + b[::-1],
+        tariff=TARIFFS.tariff_on(wib_date(received_at)),
+    )
+
+
+def normalize_p(raw: dict[str, Any], bank_id: str) -> Payment:
+    bank = BANKS[bank_id]
+    return normalize_payment(
+        json.loads(json.dumps(raw)),  # what the wire carries
+        bank_id=bank_id,
+        partner_service_id=bank.partner_service_id,
+        allowed_currencies=bank.currencies,
+        external_id="2025090100000000000001",
+        received_at=RECEIVED,
+    )
+
+
+def test_world_has_the_offices_and_banks_the_simulator_uses() -> None:
+    assert {o.code for o in WORLD.offices} == {"KBRI_KUALA_LUMPUR", "KJRI_JOHOR_BAHRU", "KJRI_HONG_KONG", "KDEI_TAIPEI"}
+    assert {b.bank_id for b in WORLD.banks} == {"MANDIRI", "BNI", "MAYBANK_MY"}
+    assert {b.bank_id for b in WORLD.banks_for("MY")} == {"MANDIRI", "MAYBANK_MY"}
+    assert {b.bank_id for b in WORLD.banks_for("HK")} == {"BNI"}
+    assert {b.bank_id for b in WORLD.banks_for("TW")} == {"BNI"}
+
+
+def test_world_needs_a_serving_bank() -> None:
+    offices = {"offices": [{"code": "KDEI_TAIPEI", "country": "TW"}]}
+    banks = {"banks": [{"bank_id": "MAYBANK_MY", "partner_service_id": "88003", "currencies": ["MYR"]}]}
+    with pytest.raises(ValueError, match="no office"):
+        World.from_reference(offices, banks, ["KDEI_TAIPEI"], ["MAYBANK_MY"])
+
+
+@given(seed=st.integers(0, 2**32), female=st.booleans(), age=st.integers(18, 50))
+def test_niks_are_valid_and_carry_birth_date_and_sex(seed: int, female: bool, age: int) -> None:
+    rng = random.Random(seed)
+    on = date(2025, 9, 1)
+    born = birth_date(rng, on, age, age)
+    assert years_between(born, on) == age
+    sex = "F" if female else "M"
+    nik = make_nik(rng, born, sex)
+    info = check_nik(nik, declared_dob=born, declared_sex=Sex(sex))
+    assert info.warnings == ()
+    assert info.birth_date == born
+    assert nik[:2] in PROVINCES
+    day = int(nik[6:8])
+    assert (41 <= day <= 71) if female else (1 <= day <= 31)
+
+
+@hsettings(max_examples=300)
+@given(seed=st.integers(0, 2**32), office=st.sampled_from(sorted(WORLD.offices, key=lambda o: o.code)))
+def test_enrollment_bodies_pass_the_domain(seed: int, office: Any) -> None:
+    rng = random.Random(seed)
+    raw = enrollment_body(rng, office, TODAY)
+    enrollment = normalize_e(raw, office.code)
+    assert enrollment.destination_country == office.country
+    assert raw["contract_months"] in (6, 12, 24, 36)
+    age = years_between(enrollment.date_of_birth, enrollment.departure_date)
+    assert 18 <= age <= 50
+    bill = bill_amount_idr(
+        TARIFFS.tariff_on(TODAY), enrollment.participant_type, enrollment.contract_months, enrollment.programs
+    )
+    assert bill.total_idr > 0
+
+
+def test_enrollment_mix_is_realistic() -> None:
+    rng = random.Random(1)
+    office = next(o for o in WORLD.offices if o.code == "KJRI_HONG_KONG")
+    bodies = [enrollment_body(rng, office, TODAY) for _ in range(2000)]
+    types = Counter(b["participant_type"] for b in bodies)
+    assert 0.6 < types["PLACED"] / len(bodies) < 0.8
+    assert {b["contract_months"] for b in bodies} == {6, 12, 24, 36}
+    assert sum(b["sex"] == "F" for b in bodies) / len(bodies) > 0.9  # Hong Kong: domestic workers
+    assert any("JHT" in b["programs"] for b in bodies)
+    assert len({b["nik"] for b in bodies}) == len(bodies)
+    warned = [b for b in bodies if normalize_e(b, office.code).warnings]
+    assert 0 < len(warned) < 0.05 * len(bodies)  # a few legitimate NIK/birth-date mismatches
+
+
+def test_perseorangan_never_registers_too_early() -> None:
+    rng = random.Random(2)
+    office = WORLD.offices[0]
+    for _ in range(500):
+        raw = enrollment_body(rng, office, TODAY, Mix(placed_share=0.0))
+        assert raw["participant_type"] == "PERSEORANGAN"
+        assert date.fromisoformat(raw["departure_date"]) <= TODAY + timedelta(days=28)
+        normalize_e(raw, office.code)
+
+
+@pytest.mark.parametrize("kind", list(BadEnrollment))
+@pytest.mark.parametrize("seed", range(25))
+def test_spoilt_enrollments_are_refused_with_the_expected_reason(kind: BadEnrollment, seed: int) -> None:
+    rng = random.Random(seed)
+    office = WORLD.offices[seed % len(WORLD.offices)]
+    bad, expect = spoil_enrollment(rng, enrollment_body(rng, office, TODAY), kind)
+    with pytest.raises(Rejected) as info:
+        normalize_e(bad, office.code)
+    assert expect.status == 422
+    assert info.value.reason == expect.reason == kind.value
+
+
+@given(seed=st.integers(0, 2**32), amount=st.integers(1_000, 5_000_000), currency=st.sampled_from(sorted(FX_RANGES)))
+def test_fx_quote_converts_to_exactly_the_bill(seed: int, amount: int, currency: str) -> None:
+    value, rate = fx_quote(random.Random(seed), amount, currency)
+    assert to_idr(Decimal(value), Decimal(rate)) == amount
+    low, high = FX_RANGES[currency]
+    if amount >= 30_000:  # the smallest instalment the simulator sends; below, cents distort the rate
+        assert low * Decimal("0.99") < Decimal(rate) < high * Decimal("1.01")
+    assert len(value.split(".")[1]) == 2 and len(rate.split(".")[-1]) <= 6
+
+
+@given(seed=st.integers(0, 2**32), total=st.integers(2_000, 2_000_000))
+def test_split_amount(seed: int, total: int) -> None:
+    first, rest = split_amount(random.Random(seed), total)
+    assert first > 0 and rest > 0 and first + rest == total
+
+
+@hsettings(max_examples=200)
+@given(seed=st.integers(0, 2**32))
+def test_payment_bodies_pass_the_domain_and_cover_the_bill(seed: int) -> None:
+    rng = random.Random(seed)
+    office = rng.choice(WORLD.offices)
+    bank = rng.choice(WORLD.banks_for(office.country))
+    currency = rng.choice(sorted(set(bank.currencies) & {IDR, COUNTRY_CURRENCY[office.country]}))
+    customer_no = f"{rng.randrange(10**18):018d}"
+    amount = rng.choice((108_000, 145_500, 226_500, 370_000, 494_500))
+    raw = payment_body(
+        rng,
+        bank=bank,
+        customer_no=customer_no,
+        amount_idr=amount,
+        currency=currency,
+        paid_at=RECEIVED,
+        utc_offset_h=8,
+        account_name="Siti Aminah",
+    )
+    payment = normalize_p(raw, bank.bank_id)
+    assert payment.amount_idr == amount
+    assert payment.participant_id == customer_no
+    assert payment.original_currency == currency
+    assert (payment.fx_rate is None) == (currency == IDR)
+    assert payment.trx_utc_offset_minutes == 480
+
+
+@pytest.mark.parametrize("kind", list(BadPayment))
+@pytest.mark.parametrize("seed", range(40))
+def test_spoilt_payments_are_refused_with_the_expected_reason(kind: BadPayment, seed: int) -> None:
+    rng = random.Random(seed)
+    bank = WORLD.banks[seed % len(WORLD.banks)]
+    currency = bank.currencies[seed % len(bank.currencies)]
+    if currency not in FX_RANGES and currency != IDR:
+        currency = IDR
+    good = payment_body(
+        rng,
+        bank=bank,
+        customer_no=f"{rng.randrange(10**18):018d}",
+        amount_idr=370_000,
+        currency=currency,
+        paid_at=RECEIVED,
+        utc_offset_h=8,
+    )
+    bad, expect = spoil_payment(rng, good, kind, WORLD.banks)
+    with pytest.raises(Rejected) as info:
+        normalize_p(bad, bank.bank_id)
+    assert info.value.reason == expect.reason == kind.value
+    assert expect.status == (400 if kind is BadPayment.AMOUNT_FORMAT else 404)
+
+
+@hsettings(max_examples=200)
+@given(seed=st.integers(0, 2**32))
+def test_a_member_script_pays_the_bill_exactly(seed: int) -> None:
+    rng = random.Random(seed)
+    mix = Mix(partial_share=0.5, duplicate_share=0.5, bad_payment_share=0.3, bad_enrollment_share=0.3)
+    script = plan_member(rng, WORLD, TODAY, mix)
+    enrollment = normalize_e(script.enrollment, script.office.code)
+    if script.bad_enrollment is not None:
+        with pytest.raises(Rejected):
+            normalize_e(script.bad_enrollment[0], script.office.code)
+    assert script.bank.serves(script.office.country)
+    assert script.currency in script.bank.currencies
+    assert script.currency in (IDR, COUNTRY_CURRENCY[script.office.country])
+    bill = bill_amount_idr(
+        TARIFFS.tariff_on(TODAY), enrollment.participant_type, enrollment.contract_months, enrollment.programs
+    ).total_idr
+    steps = payment_steps(rng, script, WORLD, customer_no=enrollment.participant_id, amount_idr=bill, paid_at=RECEIVED)
+    credited: dict[str, int] = {}
+    for step in steps:
+        if step.label == "bad":
+            with pytest.raises(Rejected):
+                normalize_p(step.body, script.bank.bank_id)
+            continue
+        payment = normalize_p(step.body, script.bank.bank_id)
+        credited[payment.event_id] = payment.amount_idr  # a resend has the same event id
+    assert sum(credited.values()) == bill
+    assert len(credited) == (2 if script.partial else 1)
+    if script.duplicate:
+        assert steps[-1].label == "duplicate" and steps[-1].body == steps[-2].body
+
+
+def test_generators_are_deterministic() -> None:
+    def story(seed: int) -> list[Any]:
+        rng = random.Random(seed)
+        script = plan_member(rng, WORLD, TODAY)
+        steps = payment_steps(rng, script, WORLD, customer_no="1" * 18, amount_idr=370_000, paid_at=RECEIVED)
+        return [script, [s.body for s in steps], snap_headers(rng, "BNI", "t", RECEIVED)]
+
+    assert story(42) == story(42)
+    assert story(42) != story(43)
+
+
+def test_request_ids_and_headers_match_the_api_rules() -> None:
+    import re
+
+    rng = random.Random(3)
+    rid = office_request_id(rng, "KJRI_HONG_KONG", TODAY)
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid)
+    headers = snap_headers(rng, "BNI", "tok", RECEIVED)
+    assert re.fullmatch(r"[0-9]{1,36}", headers["X-EXTERNAL-ID"])
+    assert datetime.fromisoformat(headers["X-TIMESTAMP"]).utcoffset() == timedelta(hours=7)
+    assert headers["Authorization"] == "Bearer tok" and headers["X-PARTNER-ID"] == "BNI"
+    assert len(headers["CHANNEL-ID"]) <= 5
+
+
+def test_placed_24_month_bill_is_the_typical_370000() -> None:
+    tariff = TARIFFS.tariff_on(TODAY)
+    bill = bill_amount_idr(tariff, ParticipantType.PLACED, 24, [Program.JKK, Program.JKM])
+    assert bill.total_idr == 370_000

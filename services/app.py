@@ -72,8 +72,9 @@ def _patch_recovery_seek_order() -> None:
         streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
         if self.app.consumer_generation_id != generation_id:
             # A newer rebalance is under way and will seek again; leave the partitions as upstream does.
-            self.log.warning("Recovery rebalancing again (generation %s != %s)",
-                             self.app.consumer_generation_id, generation_id)
+            self.log.warning(
+                "Recovery rebalancing again (generation %s != %s)", self.app.consumer_generation_id, generation_id
+            )
             consumer.resume_partitions(streams)
             return
         if assignment:

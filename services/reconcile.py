@@ -24,11 +24,19 @@ NAME = "reconcile"
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
     source = app.topic(
-        ENROLLMENTS.name, PAYMENTS.name,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        ENROLLMENTS.name,
+        PAYMENTS.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     members = app.Table(
-        "members", default=None, partitions=ctx.settings.kafka_partitions, key_type=bytes, value_type=bytes,
+        "members",
+        default=None,
+        partitions=ctx.settings.kafka_partitions,
+        key_type=bytes,
+        value_type=bytes,
     )
 
     @app.agent(source, name=NAME)
@@ -53,7 +61,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 records = [again] if again is not None else []
             for record in records:
                 await stage.send(
-                    MEMBERS.name, key=record.participant_id.encode(),
+                    MEMBERS.name,
+                    key=record.participant_id.encode(),
                     value=ctx.codec.encode("sinergi.MemberRecord", record),
                     headers=[("sinergi-record-id", record.record_id.encode())],
                 )
@@ -61,7 +70,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 stage.observe_latency(record.updated_at)
             for exc_record in decision.exceptions:
                 await stage.send(
-                    EXCEPTIONS.name, key=exc_record.participant_id.encode(),
+                    EXCEPTIONS.name,
+                    key=exc_record.participant_id.encode(),
                     value=ctx.codec.encode("sinergi.ReconciliationException", exc_record),
                 )
                 metrics.RECONCILE_OUTCOMES.labels(exc_record.reason).inc()

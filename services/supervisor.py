@@ -32,6 +32,8 @@ class Child:
     argv: list[str]
     url: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    restart_at: float | None = None
 
 
 def _sinergi(*args: str) -> list[str]:
@@ -102,8 +104,9 @@ class Supervisor:
         self.env = env
 
     def spawn(self, child: Child, env: dict[str, str]) -> None:
-        out = open(self.log_dir / f"{child.name}.log", "ab")  # lives as long as the child
-        child.proc = subprocess.Popen(child.argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        with open(self.log_dir / f"{child.name}.log", "ab") as out:
+            child.proc = subprocess.Popen(child.argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        child.restart_at = None
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -115,17 +118,26 @@ class Supervisor:
             self.start()
             self._print_urls(self.log_dir)
             while not self._stop:
-                for child in self.children:
-                    if child.proc is not None and child.proc.poll() is not None:
-                        print(
-                            f"{child.name} exited with {child.proc.returncode}; see {self.log_dir}/{child.name}.log",
-                            flush=True,
-                        )
-                        child.proc = None
+                self._restart_exited(time.monotonic())
                 time.sleep(0.5)
             return 0
         finally:
             self.shutdown()
+
+    def _restart_exited(self, now: float) -> None:
+        """Like a process manager in production: a child that died comes back, with backoff."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                delay = min(30.0, 2.0**child.restarts)
+                print(
+                    f"{child.name} exited with {child.proc.returncode}; restarting in {delay:.0f}s "
+                    f"(see {self.log_dir}/{child.name}.log)",
+                    flush=True,
+                )
+                child.proc, child.restart_at = None, now + delay
+                child.restarts += 1
+            elif child.proc is None and child.restart_at is not None and now >= child.restart_at:
+                self.spawn(child, self.env)
 
     def _print_urls(self, log_dir: Path) -> None:
         print("\nsinergi is up:", flush=True)

@@ -152,9 +152,7 @@ def normalize_enrollment(
         raise Rejected(Reason.PASSPORT_FORMAT, "passport_number", "must be 6-12 uppercase letters or digits")
     country = req_str(body, "destination_country", max_len=8)
     if _COUNTRY.fullmatch(country) is None or country == "ID":
-        raise Rejected(
-            Reason.INVALID_FIELD, "destination_country", "must be an ISO 3166-1 alpha-2 code abroad"
-        )
+        raise Rejected(Reason.INVALID_FIELD, "destination_country", "must be an ISO 3166-1 alpha-2 code abroad")
     employer_name = get_str(body, "employer_name", required=False)
     departure_date = _travel_date(body, "departure_date")
     contract_start = _travel_date(body, "contract_start")
@@ -166,9 +164,7 @@ def normalize_enrollment(
 
     nik_info = check_nik(nik, declared_dob=date_of_birth, declared_sex=sex)
     if years_between(date_of_birth, departure_date) < MIN_AGE_YEARS:
-        raise Rejected(
-            Reason.UNDER_AGE, "date_of_birth", f"must be at least {MIN_AGE_YEARS} on the departure date"
-        )
+        raise Rejected(Reason.UNDER_AGE, "date_of_birth", f"must be at least {MIN_AGE_YEARS} on the departure date")
     if participant_type == ParticipantType.PERSEORANGAN and received_day < add_months(departure_date, -1):
         raise Rejected(
             Reason.REGISTRATION_TOO_EARLY,

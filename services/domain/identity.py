@@ -72,9 +72,7 @@ def compose_va(partner_service_id: str, customer_no: str) -> str:
 
 def split_va(virtual_account_no: str) -> tuple[str, str]:
     """Inverse of :func:`compose_va`: ``(partnerServiceId padded to 8, customerNo)``."""
-    if not isinstance(virtual_account_no, str) or not (
-        PARTNER_SERVICE_ID_LEN < len(virtual_account_no) <= VA_MAX
-    ):
+    if not isinstance(virtual_account_no, str) or not (PARTNER_SERVICE_ID_LEN < len(virtual_account_no) <= VA_MAX):
         raise Rejected(Reason.VA_FORMAT, "virtualAccountNo", "virtualAccountNo must be 9-28 characters")
     psid, customer_no = (
         virtual_account_no[:PARTNER_SERVICE_ID_LEN],

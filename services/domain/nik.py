@@ -114,9 +114,7 @@ def check_nik(nik: str, *, declared_dob: date | None = None, declared_sex: Sex |
     birth_date: date | None = None
     if declared_dob is not None:
         base = declared_dob.year // 100 * 100
-        year = min(
-            (base - 100 + yy, base + yy, base + 100 + yy), key=lambda y: (abs(y - declared_dob.year), y)
-        )
+        year = min((base - 100 + yy, base + yy, base + 100 + yy), key=lambda y: (abs(y - declared_dob.year), y))
         birth_date = _real_date(year, mm, day)
         if birth_date is None:
             raise Rejected(Reason.NIK_DATE, "nik", "NIK date of birth is not a real calendar date")

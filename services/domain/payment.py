@@ -160,9 +160,7 @@ def normalize_payment(
     amount = parse_amount(paid["value"])
     currency = req_str(paid, "currency", max_len=3, label="paidAmount.currency")
     if _CURRENCY.fullmatch(currency) is None or currency not in allowed_currencies:
-        raise Rejected(
-            Reason.CURRENCY_NOT_ALLOWED, "paidAmount.currency", "currency is not accepted from this bank"
-        )
+        raise Rejected(Reason.CURRENCY_NOT_ALLOWED, "paidAmount.currency", "currency is not accepted from this bank")
 
     info_raw = body.get("additionalInfo")
     info = as_mapping(info_raw, "additionalInfo") if info_raw is not None else {}

@@ -106,9 +106,7 @@ def load_tariffs(data: Mapping[str, Any]) -> TariffTable:
     try:
         return TariffTable.model_validate(dict(data))
     except ValidationError as exc:
-        raise ValueError(
-            f"invalid tariff table: {exc.error_count()} error(s): {exc.errors()[0]['msg']}"
-        ) from exc
+        raise ValueError(f"invalid tariff table: {exc.error_count()} error(s): {exc.errors()[0]['msg']}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +147,7 @@ def bill_amount_idr(
     if not MANDATORY_PROGRAMS.issubset(set(programs)):
         raise Rejected(Reason.PROGRAMS, "programs", "programs must include JKK and JKM")
     if participant_type not in (ParticipantType.PLACED, ParticipantType.PERSEORANGAN):
-        raise Rejected(
-            Reason.INVALID_FIELD, "participant_type", "participant_type must be PLACED or PERSEORANGAN"
-        )
+        raise Rejected(Reason.INVALID_FIELD, "participant_type", "participant_type must be PLACED or PERSEORANGAN")
     if isinstance(contract_months, bool) or not isinstance(contract_months, int) or contract_months < 1:
         raise Rejected(Reason.CONTRACT_MONTHS, "contract_months", "contract_months must be at least 1")
     lines: list[BillLine] = []
@@ -159,9 +155,7 @@ def bill_amount_idr(
         lines.append(BillLine("PRE", "JKK+JKM before work (sebelum bekerja)", tariff.pre_placement_idr))
     package, excess = _package_and_excess(tariff, contract_months)
     lines.append(
-        BillLine(
-            package.code, f"JKK+JKM during and after work, {package.months}-month package", package.amount_idr
-        )
+        BillLine(package.code, f"JKK+JKM during and after work, {package.months}-month package", package.amount_idr)
     )
     if excess:
         lines.append(
@@ -193,9 +187,7 @@ def coverage_period(
     worker (<= ``pre_departure_cover_months`` from payment), the PERSEORANGAN pre-departure JKM month, and
     the 30-day after-work cover. If payment comes after the end, ``start > end``: no cover remains.
     """
-    return during_work_cover(
-        departure_date, contract_start, contract_months, paid_on, tariff.return_preparation_months
-    )
+    return during_work_cover(departure_date, contract_start, contract_months, paid_on, tariff.return_preparation_months)
 
 
 def during_work_cover(

@@ -10,6 +10,7 @@ import random
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -103,3 +104,37 @@ def test_bad_input_is_refused_at_the_api_or_dead_lettered_while_good_traffic_flo
         lambda ms: any(m.value()["participant_id"] == customer_no for m in ms),
         deserializer=AvroDeserializer(registry),
     )
+
+
+def test_no_nik_or_passport_in_any_log_line_or_metric(hub: Supervisor) -> None:
+    """Canary identifiers sent through both APIs never appear in the hub's logs or metrics."""
+    rng = random.Random(99)
+    canaries: list[str] = []
+    for _ in range(3):
+        body = enrollment_body(rng)
+        canaries += [body["nik"], body["passport_number"]]
+        accepted = enroll(hub, "KBRI_KUALA_LUMPUR", body)
+        assert accepted.status_code == 202
+        doc = accepted.json()
+        bill = doc["bill"]
+        assert pay(hub, "MANDIRI", bill["virtual_accounts"]["MANDIRI"], bill["amount_idr"]).status_code == 200
+        bad = dict(body, contract_months=0)  # refused: the error path logs too
+        assert enroll(hub, "KBRI_KUALA_LUMPUR", bad).status_code == 422
+        last_customer = doc["customer_no"]
+    registry = SchemaRegistryClient({"url": hub.env["SINERGI_SCHEMA_REGISTRY_URL"]})
+    poll_topic(
+        hub.bootstrap,
+        CORE_MEMBER_RECORDS.name,
+        lambda ms: any(m.value()["participant_id"] == last_customer and m.value()["status"] == "ACTIVE" for m in ms),
+        deserializer=AvroDeserializer(registry),
+    )
+    s = hub.settings
+    scraped = [
+        httpx.get(f"http://{s.http_host}:{port}/metrics", timeout=10).text
+        for port in (s.bank_api_port, s.kbri_api_port)
+    ] + [httpx.get(f"http://{s.http_host}:{s.metrics_port_base + i}/metrics", timeout=10).text for i in range(4)]
+    assert any("sinergi_events_in_total" in text for text in scraped)
+    logs = [p.read_text(errors="replace") for p in (hub.log_dir).glob("*.log")]
+    for canary in canaries:
+        for text in scraped + logs:
+            assert canary not in text

@@ -142,10 +142,7 @@ def test_age_boundary() -> None:
 def test_perseorangan_window_uses_the_wib_date() -> None:
     raw = body(participant_type="PERSEORANGAN", departure_date="2025-09-01")
     # 31 Jul 17:00 UTC is 1 Aug 00:00 WIB: exactly one month before departure -> accepted
-    assert (
-        normalize(raw, received_at=datetime(2025, 7, 31, 17, 0, tzinfo=UTC)).participant_type
-        == "PERSEORANGAN"
-    )
+    assert normalize(raw, received_at=datetime(2025, 7, 31, 17, 0, tzinfo=UTC)).participant_type == "PERSEORANGAN"
     exc = rejected(raw, received_at=datetime(2025, 7, 31, 16, 59, tzinfo=UTC))
     assert (exc.reason, exc.field) == ("REGISTRATION_TOO_EARLY", "departure_date")
     # PLACED workers have no such window
@@ -153,9 +150,7 @@ def test_perseorangan_window_uses_the_wib_date() -> None:
 
 
 def test_registration_after_departure_is_allowed() -> None:
-    e = normalize(
-        body(participant_type="PERSEORANGAN", departure_date="2025-01-10", contract_start="2025-01-15")
-    )
+    e = normalize(body(participant_type="PERSEORANGAN", departure_date="2025-01-10", contract_start="2025-01-15"))
     assert e.departure_date == date(2025, 1, 10)
 
 
@@ -281,9 +276,7 @@ def test_naive_received_at_is_a_programming_error() -> None:
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
 

@@ -112,9 +112,7 @@ def test_non_string_is_nik_format() -> None:
 
 def test_province_table_is_complete() -> None:
     assert len(PROVINCES) == 38
-    assert {"11", "21", "31", "36", "51", "65", "76", "82", "91", "92", "93", "94", "95", "96"} <= set(
-        PROVINCES
-    )
+    assert {"11", "21", "31", "36", "51", "65", "76", "82", "91", "92", "93", "94", "95", "96"} <= set(PROVINCES)
     assert all(11 <= int(code) <= 96 for code in PROVINCES)
 
 

@@ -129,10 +129,7 @@ def test_fx_conversion_is_exact_half_up() -> None:
     assert to_idr(Decimal("1.00"), Decimal("0.499999")) == 0
     # 18 x 18 significant digits: a float or the default 28-digit context would lose rupiah
     big = 999_999_999_999_999_999
-    assert (
-        to_idr(Decimal("9999999999999999.99"), Decimal("999999999999.999999"))
-        == (big * big + 50_000_000) // 10**8
-    )
+    assert to_idr(Decimal("9999999999999999.99"), Decimal("999999999999.999999")) == (big * big + 50_000_000) // 10**8
 
 
 @settings(max_examples=300)
@@ -185,9 +182,7 @@ def test_foreign_currency_needs_a_valid_rate(info: Any, reason: str, field: str)
 
 
 def test_rate_that_converts_to_zero_rupiah() -> None:
-    exc = rejected(
-        body(paidAmount={"value": "0.01", "currency": "MYR"}, additionalInfo={"fxRate": "0.000001"})
-    )
+    exc = rejected(body(paidAmount={"value": "0.01", "currency": "MYR"}, additionalInfo={"fxRate": "0.000001"}))
     assert exc.reason == "AMOUNT_FORMAT"
 
 
@@ -310,9 +305,7 @@ def test_parse_trx_time_keeps_fractional_seconds_and_negative_offsets() -> None:
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=6,
 )
 

@@ -22,9 +22,7 @@ from services.domain.models import (
 from services.domain.reconcile import Decision, MemberState, current_record, on_enrollment, on_payment
 from services.domain.tariff import load_tariffs
 
-TABLE = load_tariffs(
-    json.loads((Path(__file__).resolve().parents[2] / "schemas/reference/tariffs.json").read_text())
-)
+TABLE = load_tariffs(json.loads((Path(__file__).resolve().parents[2] / "schemas/reference/tariffs.json").read_text()))
 TARIFF = TABLE.tariff_on(date(2025, 8, 1))
 PID = "123456789012345678"
 T0 = datetime(2025, 8, 15, 3, 0, tzinfo=UTC)  # 15 Aug 2025 10:00 WIB
@@ -32,9 +30,7 @@ PII = b"\x00\xffgAAAAA-not-utf8"
 VALIDITY = 30
 
 
-def enrollment(
-    request_id: str = "req-1", *, at: datetime = T0, months: int = 24, pid: str = PID
-) -> Enrollment:
+def enrollment(request_id: str = "req-1", *, at: datetime = T0, months: int = 24, pid: str = PID) -> Enrollment:
     return Enrollment(
         event_id=event_uuid("enrollment", "KBRI_KUALA_LUMPUR", request_id),
         participant_id=pid,
@@ -225,9 +221,7 @@ def test_key_mismatch_is_a_programming_error() -> None:
         enroll(s, enrollment("req-9", pid="999"))
 
 
-def _run(
-    state: MemberState | None, events: list[Enrollment | Payment]
-) -> tuple[MemberState | None, list[Decision]]:
+def _run(state: MemberState | None, events: list[Enrollment | Payment]) -> tuple[MemberState | None, list[Decision]]:
     decisions = []
     for event in events:
         d = enroll(state, event) if isinstance(event, Enrollment) else on_payment(state, event)
@@ -288,9 +282,7 @@ def test_property_interleavings_and_duplicates(case: tuple[list[int], list[Enrol
     if credited:
         assert final.paid_amount_idr - by_id[credited[-1]] < bill.amount_idr  # nothing credited after paid
     overpaid = [x.amount_idr for d in decisions for x in d.exceptions if x.reason == "OVERPAYMENT"]
-    assert overpaid == (
-        [final.paid_amount_idr - bill.amount_idr] if final.paid_amount_idr > bill.amount_idr else []
-    )
+    assert overpaid == ([final.paid_amount_idr - bill.amount_idr] if final.paid_amount_idr > bill.amount_idr else [])
     last = [r for d in decisions for r in d.records][-1]
     assert (last.paid_amount_idr, last.payment_event_ids, last.status) == (
         final.paid_amount_idr,

@@ -173,9 +173,7 @@ def test_coverage_paid_before_departure(next_up: Tariff) -> None:
 
 
 def test_coverage_paid_after_departure_is_not_backdated(next_up: Tariff) -> None:
-    start, end = coverage_period(
-        next_up, PERSEORANGAN, date(2025, 3, 10), date(2025, 3, 15), 12, date(2025, 4, 2)
-    )
+    start, end = coverage_period(next_up, PERSEORANGAN, date(2025, 3, 10), date(2025, 3, 15), 12, date(2025, 4, 2))
     assert (start, end) == (date(2025, 4, 2), date(2026, 4, 14))  # 14 Mar 2026 + 1 month
 
 
@@ -186,6 +184,6 @@ def test_coverage_month_end_clamping(next_up: Tariff) -> None:
         date(2025, 3, 28),
     )
     # 28 Jan + 1 month -> 27 Feb; + 1 month -> 27 Mar
-    assert coverage_period(next_up, PLACED, date(2025, 1, 28), date(2025, 1, 28), 1, date(2025, 1, 1))[
-        1
-    ] == date(2025, 3, 27)
+    assert coverage_period(next_up, PLACED, date(2025, 1, 28), date(2025, 1, 28), 1, date(2025, 1, 1))[1] == date(
+        2025, 3, 27
+    )

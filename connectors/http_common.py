@@ -20,7 +20,6 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -291,41 +290,6 @@ def document_request_bodies(app: FastAPI, bodies: Mapping[tuple[str, str], type[
 
 
 # --- reference data and small helpers ------------------------------------------------------------------
-@dataclass(frozen=True)
-class BankProfile:
-    bank_id: str
-    name: str
-    partner_service_id: str
-    currencies: tuple[str, ...]
-
-
-def load_banks(path: Path) -> dict[str, BankProfile]:
-    """banks.json (non-secret partner registry) by bank id."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {
-        b["bank_id"]: BankProfile(
-            bank_id=b["bank_id"],
-            name=b.get("name", b["bank_id"]),
-            partner_service_id=b["partner_service_id"],
-            currencies=tuple(b["currencies"]),
-        )
-        for b in data["banks"]
-    }
-
-
-def load_office_codes(path: Path) -> frozenset[str]:
-    """Representation office codes from offices.json."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return frozenset(o["code"] for o in data["offices"])
-
-
-def load_json_file(path: Path) -> dict[str, Any]:
-    value = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(value, dict):
-        raise ValueError(f"{path.name} must hold a JSON object")
-    return value
-
-
 def utc_now_ms() -> datetime:
     """Now in UTC, truncated to milliseconds (what Avro timestamp-millis and our headers carry)."""
     now = datetime.now(UTC)

@@ -464,7 +464,7 @@ class CoreWatcher:
         self.settings = settings
         self.active: dict[str, float] = {}  # participant id -> arrival (monotonic) of its first ACTIVE
         self.first_arrival: float | None = None
-        self.by_cause: dict[str, float] = {}  # caused_by_event_id -> arrival (monotonic)
+        self.by_cause: dict[str, float] = {}  # event id (cause or credited payment) -> arrival (monotonic)
         self.watch: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
@@ -511,6 +511,10 @@ class CoreWatcher:
                     _, value = await self.codec.decode_async(rec.value)
                     pid = value["participant_id"]
                     self.by_cause.setdefault(value["caused_by_event_id"], arrived)
+                    # A payment that arrived before its enrollment is credited by the enrollment's version:
+                    # it reached the core topic with the first record that lists it.
+                    for payment_event_id in value["payment_event_ids"]:
+                        self.by_cause.setdefault(payment_event_id, arrived)
                     if pid in self.watch:
                         if self.first_arrival is None:
                             self.first_arrival = arrived

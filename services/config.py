@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         5000, description="edge producers: how long a request waits for Kafka before it answers 503"
     )
     commit_interval_s: float = 1.0
+    worker_rebalance_stall_s: float = Field(
+        60.0, description="a worker rebalancing longer than this exits, to be restarted by its process manager"
+    )
 
     # --- Schema registry -----------------------------------------------------------------------------
     schema_registry_url: str | None = Field(

@@ -59,8 +59,11 @@ def configure(level: str = "INFO", json_output: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiokafka and faust log per request at DEBUG/INFO; keep them quiet on the hot path.
-    for noisy in ("aiokafka", "kafka", "faust", "mode", "uvicorn.access", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "faust", "mode", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python serves the start-up probe and topic admin only; a refused probe is expected, its
+    # failures surface as exceptions.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def event(logger: logging.Logger, message: str, **fields: Any) -> None:

@@ -5,7 +5,7 @@ Never a person: no NIK, passport, account, VA or participant id in any label.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -47,4 +47,6 @@ PROCESSING_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
-MEMBERS_BY_STATUS = Gauge("sinergi_member_transitions_total_by_status", "Member versions emitted by status", ["status"])
+WORKER_STALL_EXITS = Counter(
+    "sinergi_worker_stall_exits_total", "Workers that exited because a rebalance did not finish", ["app"]
+)

@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
+import orjson
 
 from services import metrics
 from services.app import topic
-from services.catalogue import dlq
+from services.catalogue import TopicSpec, dlq
+from services.domain.errors import Rejected
+from services.domain.models import Enrollment, Payment
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+Canonical = TypeVar("Canonical", Enrollment, Payment)
 
 
 def header_map(headers: Any) -> dict[str, bytes]:
@@ -105,6 +109,48 @@ class Stage:
             msg.offset,
             reason,
         )
+
+    async def normalize_each(
+        self,
+        stream: faust.StreamT,
+        out: TopicSpec,
+        codec: Any,
+        convert: Callable[[dict[str, Any], dict[str, bytes], datetime], Canonical],
+    ) -> None:
+        """The normalizers' loop: raw JSON in, one canonical Avro record out, anything refused dead-lettered.
+
+        `convert(body, headers, received_at)` is the one domain call; it raises Rejected for bad input.
+        """
+        for_schema = out.value_schema or ""
+        async for event in stream.events():
+            self.consumed(event)
+            msg = event.message
+            headers = header_map(msg.headers)
+            accepted = received_at(headers, msg.timestamp * 1000 if msg.timestamp else None)
+            try:
+                body = orjson.loads(msg.value)
+                if not isinstance(body, dict):
+                    raise Rejected("INVALID_JSON", None, "body is not a JSON object")
+                record = convert(body, headers, accepted)
+            except orjson.JSONDecodeError:
+                await self.dead_letter(event, "INVALID_JSON", "value is not valid JSON")
+                continue
+            except Rejected as rejected:
+                await self.dead_letter(event, rejected.reason, str(rejected))
+                continue
+            except Exception as exc:  # never crash the worker on one record
+                await self.dead_letter(event, "UNEXPECTED", type(exc).__name__)
+                continue
+            await self.send(
+                out.name,
+                key=record.participant_id.encode(),
+                value=codec.encode(for_schema, record),
+                headers=[
+                    ("sinergi-event-id", record.event_id.encode()),
+                    ("sinergi-received-at", accepted.isoformat().encode()),
+                ],
+            )
+            self.observe_latency(accepted)
 
     def consumed(self, event: faust.EventT) -> None:
         metrics.EVENTS_IN.labels(self.name, event.message.topic).inc()

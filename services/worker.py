@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 
 import faust
 from prometheus_client import start_http_server
 
-from services import normalize_enrollments, normalize_payments, reconcile
+from services import metrics, normalize_enrollments, normalize_payments, reconcile
 from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
 from services.context import build_context
 
 log = logging.getLogger(__name__)
+
+EXIT_STALLED = 75  # EX_TEMPFAIL: try again
 
 FAUST_SERVICES = {
     normalize_enrollments.NAME: normalize_enrollments.register,
@@ -41,8 +45,33 @@ def run_worker(service: str, settings: Settings, bootstrap: str, metrics_port: i
         # path then builds a record (about 10% of worker CPU, shared/perf-notes.md).
         logging.getLogger().setLevel(settings.log_level)
 
+    _install_rebalance_watchdog(app, settings.worker_rebalance_stall_s)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.execute_from_commandline()
+
+
+def _install_rebalance_watchdog(app: faust.App, stall_s: float) -> None:
+    """Exit when the worker has been rebalancing for longer than `stall_s`.
+
+    Under load on the embedded broker a Faust worker that lost its group membership (a missed heartbeat,
+    then UnknownMemberId on commit) was seen to wait in recovery forever with no partitions: alive, but
+    consuming nothing. Exiting hands it to the process manager (the supervisor here, Kubernetes in
+    production), and the restarted worker resumes from the committed offsets: at-least-once is kept.
+    """
+    since: list[float] = []
+
+    @app.timer(interval=max(1.0, stall_s / 10))
+    async def _rebalance_watchdog() -> None:
+        if not app.rebalancing:
+            since.clear()
+            return
+        now = time.monotonic()
+        if not since:
+            since.append(now)
+        elif now - since[0] > stall_s:
+            log.error("worker stuck in a rebalance for %.0f s; exiting so that it is restarted", now - since[0])
+            metrics.WORKER_STALL_EXITS.labels(app.conf.id).inc()
+            os._exit(EXIT_STALLED)
 
 
 def _run_core_publisher(settings: Settings, bootstrap: str) -> None:

@@ -48,14 +48,12 @@ from connectors.http_common import (
     INTERNAL_ERROR,
     RETRY_AFTER_S,
     UNAUTHORIZED,
-    BankProfile,
     HttpProblem,
     RequestObservation,
     authenticate,
     bearer_token,
     document_request_bodies,
     iso_utc,
-    load_banks,
     parse_json_object,
     producer_lifespan,
     read_body,
@@ -69,6 +67,7 @@ from services.config import Settings
 from services.domain.errors import Reason, Rejected
 from services.domain.payment import normalize_payment
 from services.logs import event
+from services.reference import BankProfile, load_banks
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from fastapi.responses import JSONResponse
 from connectors.http_common import (
     INTERNAL_ERROR,
     UNAUTHORIZED,
-    BankProfile,
     ErrorBody,
     HttpProblem,
     RequestObservation,
@@ -34,9 +33,6 @@ from connectors.http_common import (
     broker_unavailable_problem,
     document_request_bodies,
     iso_utc,
-    load_banks,
-    load_json_file,
-    load_office_codes,
     parse_json_object,
     problem_response,
     producer_lifespan,
@@ -55,6 +51,7 @@ from services.domain.errors import Rejected
 from services.domain.identity import compose_va, participant_id
 from services.domain.tariff import TariffTable, bill_amount_idr, load_tariffs
 from services.logs import event
+from services.reference import BankProfile, load_banks, load_offices, load_tariff_document
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +83,9 @@ class _Intake:
     def __init__(self, settings: Settings, producer: EdgeSender) -> None:
         self.settings = settings
         self.producer = producer
-        self.offices = load_office_codes(settings.schemas_dir / "reference" / "offices.json")
+        self.offices = frozenset(load_offices(settings.offices_file))
         self.banks: dict[str, BankProfile] = load_banks(settings.banks_file)
-        self.tariffs: TariffTable = load_tariffs(load_json_file(settings.tariff_file))
+        self.tariffs: TariffTable = load_tariffs(load_tariff_document(settings.tariff_file))
         secret = settings.participant_key_secret.get_secret_value().encode("utf-8")
         digits = settings.customer_no_digits
         self.participant_key = lambda nik: participant_id(nik, secret, digits)

@@ -34,7 +34,7 @@ def test_domain_package_exists() -> None:
     assert len(list(DOMAIN.glob("*.py"))) > 3
 
 
-@pytest.mark.parametrize("path", sorted(DOMAIN.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(DOMAIN.rglob("*.py")), ids=lambda p: str(p.relative_to(DOMAIN)))
 def test_domain_module_imports_only_stdlib_and_pydantic(path: Path) -> None:
     bad = [f"{path.name}:{line} imports {module}" for line, module in _imports(path) if not _allowed(module)]
     assert not bad, "services/domain must stay pure: " + "; ".join(bad)

@@ -42,6 +42,30 @@ class MemberStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class StatementSource(StrEnum):
+    SNAP_STATEMENT = "SNAP_STATEMENT"
+    CAMT054 = "CAMT054"
+    CAMT053 = "CAMT053"
+    MT940 = "MT940"
+    CSV = "CSV"
+    UNKNOWN = "UNKNOWN"
+
+
+class EntryDirection(StrEnum):
+    CREDIT = "CREDIT"
+    DEBIT = "DEBIT"
+
+
+class EntryDetailStatus(StrEnum):
+    SUCCESS = "SUCCESS"
+    ERROR_CORRECTION = "ERROR_CORRECTION"
+    BOOK = "BOOK"
+    PDNG = "PDNG"
+    INFO = "INFO"
+    REVERSAL = "REVERSAL"
+    UNKNOWN = "UNKNOWN"
+
+
 class _Record(BaseModel):
     # frozen: a canonical record is a fact; a new version is a new object.
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
@@ -125,9 +149,31 @@ class ReconciliationException(_Record):
     occurred_at: datetime
 
 
+class StatementEntry(_Record):
+    entry_id: str
+    bank_id: str
+    source: StatementSource
+    # masked to the last 4 characters: never a full account number in an event
+    account_ref: str = Field(pattern=r"^\**[^*]{0,4}$")
+    booking_date: date
+    value_date: date | None = None
+    direction: EntryDirection
+    amount: Decimal = Field(ge=0, max_digits=18, decimal_places=2)
+    currency: str
+    bank_ref: str | None = None
+    end_to_end_id: str | None = None
+    customer_ref: str | None = None
+    narrative: str | None = Field(default=None, max_length=256)
+    detail_status: EntryDetailStatus
+    statement_ref: str | None = None
+    line_no: int
+    imported_at: datetime
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.Enrollment": Enrollment,
     "sinergi.Payment": Payment,
     "sinergi.MemberRecord": MemberRecord,
     "sinergi.ReconciliationException": ReconciliationException,
+    "sinergi.StatementEntry": StatementEntry,
 }

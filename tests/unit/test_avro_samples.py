@@ -19,6 +19,8 @@ from services.avro import AvroCodec, ParsedSchema, RegistryClient, load_schemas,
 from services.config import Settings
 from services.domain.models import (
     Enrollment,
+    EntryDetailStatus,
+    EntryDirection,
     MemberRecord,
     MemberStatus,
     ParticipantType,
@@ -26,6 +28,8 @@ from services.domain.models import (
     Program,
     ReconciliationException,
     Sex,
+    StatementEntry,
+    StatementSource,
 )
 
 SCHEMAS_DIR = Settings().schemas_dir
@@ -176,11 +180,46 @@ EXCEPTION_MINIMAL = ReconciliationException(
     occurred_at=datetime(2025, 7, 21, tzinfo=UTC),
 )
 
+STATEMENT_ENTRY = StatementEntry(
+    entry_id="5b0d7a3e-2c4f-5e61-8a9b-0c1d2e3f4a5b",
+    bank_id="BNI",
+    source=StatementSource.SNAP_STATEMENT,
+    account_ref="******6789",
+    booking_date=date(2025, 7, 15),
+    value_date=date(2025, 7, 15),
+    direction=EntryDirection.CREDIT,
+    amount=Decimal("370000.00"),
+    currency="IDR",
+    bank_ref="TRX2507150000101",
+    end_to_end_id="PRQ-20250715-0101",
+    customer_ref="   88123381726354019283746",
+    narrative="PEMBAYARAN VA BPJSTK PMI",
+    detail_status=EntryDetailStatus.ERROR_CORRECTION,
+    statement_ref="2025071500001234",
+    line_no=3,
+    imported_at=datetime(2025, 7, 16, 1, 0, 0, 250_000, tzinfo=UTC),
+)
+
+STATEMENT_ENTRY_MINIMAL = StatementEntry(
+    entry_id="9e8d7c6b-5a49-5382-9170-6f5e4d3c2b1a",
+    bank_id="MANDIRI",
+    source=StatementSource.MT940,
+    account_ref="****",
+    booking_date=date(2025, 1, 1),
+    direction=EntryDirection.DEBIT,
+    amount=Decimal("0.01"),
+    currency="MYR",
+    detail_status=EntryDetailStatus.REVERSAL,
+    line_no=1,
+    imported_at=datetime(2025, 1, 1, tzinfo=UTC),
+)
+
 SAMPLES: dict[str, list[Any]] = {
     "sinergi.Enrollment": [ENROLLMENT, ENROLLMENT_MINIMAL],
     "sinergi.Payment": [PAYMENT_MYR, PAYMENT_IDR],
     "sinergi.MemberRecord": [MEMBER_ACTIVE, MEMBER_AWAITING],
     "sinergi.ReconciliationException": [EXCEPTION, EXCEPTION_MINIMAL],
+    "sinergi.StatementEntry": [STATEMENT_ENTRY, STATEMENT_ENTRY_MINIMAL],
 }
 
 

@@ -19,6 +19,7 @@ from types import FrameType
 
 from connectors.embedded import EmbeddedBroker, free_port
 from services.config import Settings
+from services.demo_status import CoreTopicStatus
 from services.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Supervisor:
         self.log_dir = Path(settings.data_dir) / "logs"
         self.bootstrap = ""
         self.env: dict[str, str] = {}
+        self.status: CoreTopicStatus | None = None
         self._stop = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -117,6 +119,8 @@ class Supervisor:
         try:
             self.start()
             self._print_urls(self.log_dir)
+            if self.simulate:
+                self._start_status()
             while not self._stop:
                 self._restart_exited(time.monotonic())
                 time.sleep(0.5)
@@ -124,8 +128,16 @@ class Supervisor:
         finally:
             self.shutdown()
 
+    def _start_status(self) -> None:
+        registry = self.env.get("SINERGI_SCHEMA_REGISTRY_URL", self.settings.schema_registry_url)
+        settings = self.settings.model_copy(update={"schema_registry_url": registry})
+        self.status = CoreTopicStatus(settings, self.bootstrap)
+        self.status.start()
+
     def _restart_exited(self, now: float) -> None:
         """Like a process manager in production: a child that died comes back, with backoff."""
+        if self._stop:
+            return  # Ctrl-C reaches the whole process group: children exiting now are meant to
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
                 delay = min(30.0, 2.0**child.restarts)
@@ -148,6 +160,8 @@ class Supervisor:
         print("Ctrl-C stops everything.\n", flush=True)
 
     def shutdown(self) -> None:
+        if self.status is not None:
+            self.status.stop()
         for child in reversed(self.children):
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.terminate()

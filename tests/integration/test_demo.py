@@ -67,6 +67,7 @@ def test_sinergi_up_with_simulator_prints_urls_feeds_the_core_topic_and_stops_cl
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
@@ -92,10 +93,13 @@ def test_sinergi_up_with_simulator_prints_urls_feeds_the_core_topic_and_stops_cl
         )
         offices = {m.value()["office_code"] for m in records}
         assert len(offices) >= 2, offices
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("[core.member-records.v1]" in line for line in lines):
+            time.sleep(0.2)
         descendants = _children_of(proc.pid)
         assert len(descendants) >= 8  # broker, registry, 2 APIs, 4 workers, simulator
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
         try:
             code = proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -103,6 +107,8 @@ def test_sinergi_up_with_simulator_prints_urls_feeds_the_core_topic_and_stops_cl
             raise
     assert code == 0, "".join(lines)
     assert "stopped." in "".join(lines)
+    assert "restarting in" not in "".join(lines)
+    assert "[core.member-records.v1]" in "".join(lines)  # the demo shows the core topic filling up
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(pid) for pid in descendants):
         time.sleep(0.2)

@@ -47,6 +47,3 @@ PROCESSING_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
-WORKER_STALL_EXITS = Counter(
-    "sinergi_worker_stall_exits_total", "Workers that exited because a rebalance did not finish", ["app"]
-)

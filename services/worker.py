@@ -12,7 +12,7 @@ import time
 import faust
 from prometheus_client import start_http_server
 
-from services import metrics, normalize_enrollments, normalize_payments, reconcile
+from services import normalize_enrollments, normalize_payments, reconcile
 from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
@@ -70,7 +70,6 @@ def _install_rebalance_watchdog(app: faust.App, stall_s: float) -> None:
             since.append(now)
         elif now - since[0] > stall_s:
             log.error("worker stuck in a rebalance for %.0f s; exiting so that it is restarted", now - since[0])
-            metrics.WORKER_STALL_EXITS.labels(app.conf.id).inc()
             os._exit(EXIT_STALLED)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -290,16 +289,15 @@ BAD_BODIES = [
 ]
 
 
+# A hang guard, not a speed check (speed is `make bench`'s): a quadratic parser took 22 s on one of these.
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize(("raw", "reason"), BAD_BODIES, ids=[r for _, r in BAD_BODIES])
 async def test_bad_body_400_fast(
     kbri_client: httpx.AsyncClient, producer: InMemoryProducer, raw: bytes, reason: str
 ) -> None:
-    started = time.perf_counter()
     resp = await post(kbri_client, raw)
-    elapsed = time.perf_counter() - started
     assert resp.status_code == 400, resp.text
     assert resp.json()["reason"] == reason
-    assert elapsed < 1.0
     assert producer.attempts == 0
 
 

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
             "MAYBANK_MY": SecretStr("dev-token-maybank"),
         }
     )
+    # SNAP B2B access token (domain.md 4.3.1): bank id -> PEM RSA public keys (several = key rotation).
+    # Loaded once when the bank app is created, so a broken PEM fails start-up, not a request.
+    bank_public_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description="bank id -> PEM RSA public keys verifying X-SIGNATURE on the B2B token call"
+    )
+    snap_token_ttl_s: int = Field(900, ge=1, description="lifetime of an issued B2B access token (SNAP expiresIn)")
+    snap_timestamp_skew_s: int = Field(
+        300,
+        ge=0,
+        description="allowed |X-TIMESTAMP - now| in seconds on the B2B token call. UNCONFIRMED value: no source "
+        "gives the SNAP clock skew (domain.md 4.2); confirm with each bank",
+    )
     office_tokens: dict[str, SecretStr] = Field(
         default_factory=lambda: {
             "KBRI_KUALA_LUMPUR": SecretStr("dev-token-kbri-kl"),

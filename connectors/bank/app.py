@@ -1,6 +1,11 @@
-"""SNAP biller API for partner banks: `POST /v1.0/transfer-va/payment` (service code 25).
+"""SNAP biller API for partner banks: `POST /v1.0/transfer-va/payment` (service code 25) and
+`POST /v1.0/access-token/b2b` (service code 73).
 
-Thin for now (bearer token per bank; X-SIGNATURE verification arrives with the next issue). The endpoint
+The token endpoint verifies X-SIGNATURE = SHA256withRSA(clientId|X-TIMESTAMP) against the bank's configured
+public keys (settings.bank_public_keys, several during rotation) and issues a short-lived opaque token
+(4007301/4007302 for malformed/missing headers or grantType, 4017300 for an unknown client, a stale
+timestamp or a bad signature). The payment endpoint accepts such a token or a static settings.bank_tokens
+token (demo/simulator); its own X-SIGNATURE verification arrives with the next issue. The payment endpoint
 validates with the domain's `normalize_payment`, produces the EXACT raw body to `bank.payments.raw` and
 answers `2002500` only after Kafka acknowledged.
 
@@ -28,14 +33,19 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from connectors.bank.models import (
     Amount,
+    B2bTokenRequest,
+    B2bTokenResponse,
     FlagReason,
     Health,
     SnapError,
@@ -43,6 +53,15 @@ from connectors.bank.models import (
     VaPaymentResponse,
     VirtualAccountData,
 )
+from connectors.bank.snap_signing import (
+    SnapTimestampError,
+    load_rsa_public_key,
+    parse_snap_timestamp,
+    string_to_sign_token,
+    verify_rsa_sha256,
+    within_window,
+)
+from connectors.bank.tokens import TokenIssuer
 from connectors.http_common import (
     BROKER_UNAVAILABLE,
     INTERNAL_ERROR,
@@ -74,11 +93,19 @@ log = logging.getLogger(__name__)
 API = "bank"
 ENDPOINT = "va_payment"
 SERVICE = "25"
+B2B_ENDPOINT = "b2b_token"
+B2B_SERVICE = "73"
 
 # Reason codes of this API besides the shared transport ones and the domain's.
 PARTNER_ID_MISMATCH = "PARTNER_ID_MISMATCH"
 HEADER_MISSING = "HEADER_MISSING"
 HEADER_INVALID = "HEADER_INVALID"
+# B2B access token (service 73).
+UNKNOWN_CLIENT = "UNKNOWN_CLIENT"
+SIGNATURE_INVALID = "SIGNATURE_INVALID"
+TIMESTAMP_OUT_OF_WINDOW = "TIMESTAMP_OUT_OF_WINDOW"
+GRANT_TYPE_MISSING = "GRANT_TYPE_MISSING"
+GRANT_TYPE_INVALID = "GRANT_TYPE_INVALID"
 
 H_BANK = "sinergi-bank"
 H_EXTERNAL_ID = "sinergi-external-id"
@@ -104,9 +131,9 @@ _REASON_CODES: dict[str, tuple[int, str, str]] = {
 }
 
 
-def snap_code(family: int, case: str) -> str:
-    """HTTP family (3) + service code 25 + case (2), e.g. snap_code(400, "01") == "4002501"."""
-    return f"{family}{SERVICE}{case}"
+def snap_code(family: int, case: str, service: str = SERVICE) -> str:
+    """HTTP family (3) + service code (25 by default) + case (2), e.g. snap_code(400, "01") == "4002501"."""
+    return f"{family}{service}{case}"
 
 
 class SnapProblem(Exception):
@@ -132,11 +159,11 @@ class SnapProblem(Exception):
         return JSONResponse(body.model_dump(), status_code=self.status, headers=self.headers)
 
 
-def _from_http(problem: HttpProblem) -> SnapProblem:
-    """Transport-level refusals from connectors.http_common (body size, JSON, content type): 4002500."""
+def _from_http(problem: HttpProblem, service: str = SERVICE) -> SnapProblem:
+    """Transport-level refusals from connectors.http_common (body size, JSON, content type): 400xx00."""
     if problem.status < 500:
-        return SnapProblem(problem.status, snap_code(400, "00"), "Bad Request", problem.reason)
-    return SnapProblem(problem.status, snap_code(500, "00"), "General Error", problem.reason)
+        return SnapProblem(problem.status, snap_code(400, "00", service), "Bad Request", problem.reason)
+    return SnapProblem(problem.status, snap_code(500, "00", service), "General Error", problem.reason)
 
 
 def _from_rejected(rejected: Rejected) -> SnapProblem:
@@ -145,12 +172,12 @@ def _from_rejected(rejected: Rejected) -> SnapProblem:
     return SnapProblem(status, snap_code(status, case), message, rejected.reason)
 
 
-def _missing(header: str) -> SnapProblem:
-    return SnapProblem(400, snap_code(400, "02"), f"Invalid Mandatory Field {header}", HEADER_MISSING)
+def _missing(header: str, service: str = SERVICE, reason: str = HEADER_MISSING) -> SnapProblem:
+    return SnapProblem(400, snap_code(400, "02", service), f"Invalid Mandatory Field {header}", reason)
 
 
-def _invalid(header: str) -> SnapProblem:
-    return SnapProblem(400, snap_code(400, "01"), f"Invalid Field Format {header}", HEADER_INVALID)
+def _invalid(header: str, service: str = SERVICE, reason: str = HEADER_INVALID) -> SnapProblem:
+    return SnapProblem(400, snap_code(400, "01", service), f"Invalid Field Format {header}", reason)
 
 
 def _unauthorized(why: str, reason: str) -> SnapProblem:
@@ -176,11 +203,77 @@ def _check_timestamp(value: str | None) -> str:
     return value
 
 
+class _TokenGrant:
+    """`POST /v1.0/access-token/b2b`: SHA256withRSA over `clientId|X-TIMESTAMP` -> a short-lived bearer token.
+
+    Keys are loaded here, once, so that a broken PEM fails at start-up (SnapKeyError), not on a request.
+    """
+
+    def __init__(self, settings: Settings, issuer: TokenIssuer) -> None:
+        self.settings = settings
+        self.issuer = issuer
+        self.keys: dict[str, list[rsa.RSAPublicKey]] = {
+            bank: [load_rsa_public_key(pem.encode("ascii")) for pem in pems]
+            for bank, pems in settings.bank_public_keys.items()
+        }
+
+    async def grant(
+        self,
+        request: Request,
+        obs: RequestObservation,
+        client_key: str | None,
+        timestamp: str | None,
+        signature: str | None,
+    ) -> B2bTokenResponse:
+        if not client_key:
+            raise _missing("X-CLIENT-KEY", B2B_SERVICE)
+        keys = self.keys.get(client_key)
+        if not keys:
+            raise _token_unauthorized("Unknown client", UNKNOWN_CLIENT)
+        obs.partner = client_key
+        if not timestamp:
+            raise _missing("X-TIMESTAMP", B2B_SERVICE)
+        try:
+            ts = parse_snap_timestamp(timestamp)
+        except SnapTimestampError:
+            raise _invalid("X-TIMESTAMP", B2B_SERVICE) from None
+        if not signature:
+            raise _missing("X-SIGNATURE", B2B_SERVICE)
+        if not within_window(ts, datetime.now(UTC), self.settings.snap_timestamp_skew_s):
+            raise _token_unauthorized("Timestamp out of window", TIMESTAMP_OUT_OF_WINDOW)
+        if not verify_rsa_sha256(keys, string_to_sign_token(client_key, timestamp), signature):
+            raise _token_unauthorized("Invalid signature", SIGNATURE_INVALID)
+
+        require_json_content_type(request)
+        body = parse_json_object(await read_body(request, self.settings.max_body_bytes))
+        grant_type = body.get("grantType")
+        if grant_type is None or grant_type == "":
+            raise _missing("grantType", B2B_SERVICE, GRANT_TYPE_MISSING)
+        if grant_type != "client_credentials":
+            raise _invalid("grantType", B2B_SERVICE, GRANT_TYPE_INVALID)
+
+        token, expires_in = self.issuer.issue(client_key)
+        event(log, "access token issued", bank=client_key)
+        return B2bTokenResponse(accessToken=token, expiresIn=str(expires_in))
+
+
+def _token_unauthorized(why: str, reason: str) -> SnapProblem:
+    return SnapProblem(401, snap_code(401, "00", B2B_SERVICE), f"Unauthorized. {why}", reason)
+
+
 class _PaymentIntake:
-    def __init__(self, settings: Settings, producer: EdgeSender) -> None:
+    def __init__(self, settings: Settings, producer: EdgeSender, issuer: TokenIssuer) -> None:
         self.settings = settings
         self.producer = producer
+        self.issuer = issuer
         self.banks: dict[str, BankProfile] = load_banks(settings.banks_file)
+
+    def _bank_of(self, authorization: str | None) -> str | None:
+        """Static demo/simulator token (settings.bank_tokens) or a token issued by the B2B token endpoint."""
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        return authenticate(token, self.settings.bank_tokens) or self.issuer.resolve(token)
 
     async def pay(
         self,
@@ -192,7 +285,7 @@ class _PaymentIntake:
         timestamp: str | None,
         channel_id: str | None,
     ) -> VaPaymentResponse:
-        bank_id = authenticate(bearer_token(authorization), self.settings.bank_tokens)
+        bank_id = self._bank_of(authorization)
         if bank_id is None:
             raise _unauthorized("Invalid token", UNAUTHORIZED)
         obs.partner = bank_id
@@ -264,9 +357,33 @@ def _errors() -> dict[int | str, dict[str, Any]]:
     }
 
 
-def create_bank_app(settings: Settings, producer: EdgeSender) -> FastAPI:
-    """The SNAP biller API. The app starts the producer on startup and closes it on shutdown."""
-    intake = _PaymentIntake(settings, producer)
+def _token_errors() -> dict[int | str, dict[str, Any]]:
+    def doc(text: str) -> dict[str, Any]:
+        return {"model": SnapError, "description": text}
+
+    return {
+        400: doc(
+            "4007300 Bad Request (INVALID_JSON, ...); 4007301 Invalid Field Format {field} (HEADER_INVALID, "
+            "GRANT_TYPE_INVALID); 4007302 Invalid Mandatory Field {field} (HEADER_MISSING, GRANT_TYPE_MISSING)"
+        ),
+        401: doc("4017300 Unauthorized (UNKNOWN_CLIENT, SIGNATURE_INVALID, TIMESTAMP_OUT_OF_WINDOW)"),
+        413: doc("4007300 Bad Request (BODY_TOO_LARGE)"),
+        415: doc("4007300 Bad Request (UNSUPPORTED_MEDIA_TYPE)"),
+        500: doc("5007301 Internal Server Error (INTERNAL_ERROR)"),
+    }
+
+
+def create_bank_app(
+    settings: Settings, producer: EdgeSender, *, token_clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """The SNAP biller API. The app starts the producer on startup and closes it on shutdown.
+
+    `token_clock` drives B2B token expiry (monotonic in production; tests inject a fake one).
+    Raises SnapKeyError when a configured bank public key is unusable.
+    """
+    issuer = TokenIssuer(settings.snap_token_ttl_s, token_clock)
+    granter = _TokenGrant(settings, issuer)
+    intake = _PaymentIntake(settings, producer, issuer)
     app = FastAPI(
         lifespan=producer_lifespan(producer),
         title="sinergi bank API (SNAP biller)",
@@ -318,16 +435,50 @@ def create_bank_app(settings: Settings, producer: EdgeSender) -> FastAPI:
         obs.done(200)
         return JSONResponse(result.model_dump(mode="json"), status_code=200)
 
+    @app.post(
+        "/v1.0/access-token/b2b",
+        response_model=B2bTokenResponse,
+        responses=_token_errors(),
+        summary="SNAP B2B access token (service 73): X-SIGNATURE = SHA256withRSA(clientId|X-TIMESTAMP)",
+    )
+    async def b2b_token(
+        request: Request,
+        x_client_key: Annotated[str | None, Header(alias="X-CLIENT-KEY", description="The bank id")] = None,
+        x_timestamp: Annotated[str | None, Header(alias="X-TIMESTAMP", description="ISO-8601 with offset")] = None,
+        x_signature: Annotated[
+            str | None, Header(alias="X-SIGNATURE", description="Base64 SHA256withRSA of clientId|X-TIMESTAMP")
+        ] = None,
+    ) -> Response:
+        obs = RequestObservation(API, B2B_ENDPOINT)
+        try:
+            result = await granter.grant(request, obs, x_client_key, x_timestamp, x_signature)
+        except SnapProblem as problem:
+            return _refuse(obs, problem, "access token refused")
+        except HttpProblem as problem:
+            return _refuse(obs, _from_http(problem, B2B_SERVICE), "access token refused")
+        except Exception as exc:
+            log.error("access token failed: %s", where_failed(exc))
+            failure = SnapProblem(500, snap_code(500, "01", B2B_SERVICE), "Internal Server Error", INTERNAL_ERROR)
+            return _refuse(obs, failure, "access token refused")
+        obs.done(200)
+        return JSONResponse(result.model_dump(mode="json"), status_code=200)
+
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         return Health()
 
-    document_request_bodies(app, {("/v1.0/transfer-va/payment", "post"): VaPaymentRequest})
+    document_request_bodies(
+        app,
+        {
+            ("/v1.0/transfer-va/payment", "post"): VaPaymentRequest,
+            ("/v1.0/access-token/b2b", "post"): B2bTokenRequest,
+        },
+    )
     return app
 
 
-def _refuse(obs: RequestObservation, problem: SnapProblem) -> Response:
+def _refuse(obs: RequestObservation, problem: SnapProblem, what: str = "payment refused") -> Response:
     obs.done(problem.status, problem.reason)
     if problem.status < 500:
-        event(log, "payment refused", bank=obs.partner, reason=problem.reason, code=problem.code)
+        event(log, what, bank=obs.partner, reason=problem.reason, code=problem.code)
     return problem.response()

@@ -52,8 +52,22 @@ class VaPaymentResponse(BaseModel):
     virtualAccountData: VirtualAccountData
 
 
+class B2bTokenRequest(BaseModel):
+    """SNAP B2B access token request (service 73)."""
+
+    grantType: Literal["client_credentials"]
+
+
+class B2bTokenResponse(BaseModel):
+    responseCode: Literal["2007300"] = "2007300"
+    responseMessage: Literal["Successful"] = "Successful"
+    accessToken: str = Field(description="Opaque bearer token for the transactional endpoints")
+    tokenType: Literal["Bearer"] = "Bearer"
+    expiresIn: str = Field(description="Lifetime in seconds, as a string", examples=["900"])
+
+
 class SnapError(BaseModel):
-    responseCode: str = Field(description="SNAP code: HTTP status (3) + service code 25 + case (2)")
+    responseCode: str = Field(description="SNAP code: HTTP status (3) + service code (25 or 73) + case (2)")
     responseMessage: str = Field(description="SNAP message; names the offending field, never its value")
     reason: str = Field(description="sinergi's stable reason code, e.g. AMOUNT_FORMAT, BROKER_UNAVAILABLE")
 

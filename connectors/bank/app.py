@@ -334,23 +334,24 @@ class _PaymentIntake:
         )
 
 
-def _errors() -> dict[int | str, dict[str, Any]]:
-    def doc(text: str) -> dict[str, Any]:
-        return {"model": SnapError, "description": text}
+def _doc(text: str) -> dict[str, Any]:
+    return {"model": SnapError, "description": text}
 
+
+def _errors() -> dict[int | str, dict[str, Any]]:
     return {
-        400: doc(
+        400: _doc(
             "4002500 Bad Request (INVALID_JSON, INVALID_UTF8, NON_FINITE_NUMBER, DUPLICATE_KEY, "
             "JSON_TOO_DEEP, BODY_NOT_OBJECT); 4002501 Invalid Field Format {field} (INVALID_FIELD, "
             "AMOUNT_FORMAT, FX_RATE_FORMAT, VA_FORMAT, TIMESTAMP_FORMAT, HEADER_INVALID); "
             "4002502 Invalid Mandatory Field {field} (MISSING_FIELD, HEADER_MISSING)"
         ),
-        401: doc("4012500 Unauthorized (UNAUTHORIZED, PARTNER_ID_MISMATCH)"),
-        404: doc("4042512 Invalid Bill/Virtual Account (VA_MISMATCH); 4042513 Invalid Amount (CURRENCY_NOT_ALLOWED)"),
-        413: doc("4002500 Bad Request (BODY_TOO_LARGE)"),
-        415: doc("4002500 Bad Request (UNSUPPORTED_MEDIA_TYPE)"),
-        500: doc("5002501 Internal Server Error (INTERNAL_ERROR)"),
-        503: doc(
+        401: _doc("4012500 Unauthorized (UNAUTHORIZED, PARTNER_ID_MISMATCH)"),
+        404: _doc("4042512 Invalid Bill/Virtual Account (VA_MISMATCH); 4042513 Invalid Amount (CURRENCY_NOT_ALLOWED)"),
+        413: _doc("4002500 Bad Request (BODY_TOO_LARGE)"),
+        415: _doc("4002500 Bad Request (UNSUPPORTED_MEDIA_TYPE)"),
+        500: _doc("5002501 Internal Server Error (INTERNAL_ERROR)"),
+        503: _doc(
             "5002502 External Server Error (BROKER_UNAVAILABLE): not recorded; retry after Retry-After "
             "seconds with the same X-EXTERNAL-ID and paymentRequestId"
         ),
@@ -358,18 +359,15 @@ def _errors() -> dict[int | str, dict[str, Any]]:
 
 
 def _token_errors() -> dict[int | str, dict[str, Any]]:
-    def doc(text: str) -> dict[str, Any]:
-        return {"model": SnapError, "description": text}
-
     return {
-        400: doc(
+        400: _doc(
             "4007300 Bad Request (INVALID_JSON, ...); 4007301 Invalid Field Format {field} (HEADER_INVALID, "
             "GRANT_TYPE_INVALID); 4007302 Invalid Mandatory Field {field} (HEADER_MISSING, GRANT_TYPE_MISSING)"
         ),
-        401: doc("4017300 Unauthorized (UNKNOWN_CLIENT, SIGNATURE_INVALID, TIMESTAMP_OUT_OF_WINDOW)"),
-        413: doc("4007300 Bad Request (BODY_TOO_LARGE)"),
-        415: doc("4007300 Bad Request (UNSUPPORTED_MEDIA_TYPE)"),
-        500: doc("5007301 Internal Server Error (INTERNAL_ERROR)"),
+        401: _doc("4017300 Unauthorized (UNKNOWN_CLIENT, SIGNATURE_INVALID, TIMESTAMP_OUT_OF_WINDOW)"),
+        413: _doc("4007300 Bad Request (BODY_TOO_LARGE)"),
+        415: _doc("4007300 Bad Request (UNSUPPORTED_MEDIA_TYPE)"),
+        500: _doc("5007301 Internal Server Error (INTERNAL_ERROR)"),
     }
 
 

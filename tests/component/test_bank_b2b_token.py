@@ -11,6 +11,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from test_bank_api import assert_snap_error
 
 from connectors.bank.app import create_bank_app
 from connectors.bank.snap_signing import SnapKeyError, sign_rsa_sha256, string_to_sign_token
@@ -116,15 +117,6 @@ async def pay(client: httpx.AsyncClient, token: str, external_id: str = "2025090
         "CHANNEL-ID": "95221",
     }
     return await client.post(PAY_URL, content=json.dumps(body).encode(), headers=headers)
-
-
-def assert_snap_error(resp: httpx.Response, status: int, code: str, reason: str | None = None) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"responseCode", "responseMessage", "reason"}
-    assert body["responseCode"] == code
-    if reason is not None:
-        assert body["reason"] == reason
 
 
 # --- success ---------------------------------------------------------------------------------------------

@@ -111,8 +111,8 @@ def enrollment_intake_record(
 def payment_intake_record(
     bank_id: str, http_headers: dict[str, str], body: dict[str, Any], value: bytes, received_at: datetime
 ) -> RawRecord:
-    """The record connectors/bank/app.py produces for an accepted notification (key = customerNo)."""
-    from connectors.bank import app as bank
+    """The record connectors/bank/payment.py produces for an accepted notification (key = customerNo)."""
+    from connectors.bank import payment as bank
     from connectors.http_common import iso_utc
     from services.catalogue import PAYMENTS_RAW
 

@@ -13,6 +13,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Development-only secrets: good enough for `make demo` and tests, refused when environment=production.
 DEV_PARTICIPANT_KEY_SECRET = "dev-only-participant-key-secret-change-me"  # noqa: S105
 DEV_PII_KEY = "ZGV2LW9ubHktcGlpLWtleS0zMi1ieXRlcy1sb25nISE="  # urlsafe b64 of 32 bytes
+DEV_BANK_SECRETS = {  # HMAC client secrets of the demo banks (the simulator signs with them)
+    "MANDIRI": "dev-client-secret-mandiri",
+    "BNI": "dev-client-secret-bni",
+    "MAYBANK_MY": "dev-client-secret-maybank",
+}
 
 
 class Settings(BaseSettings):
@@ -73,12 +78,29 @@ class Settings(BaseSettings):
     bank_public_keys: dict[str, list[str]] = Field(
         default_factory=dict, description="bank id -> PEM RSA public keys verifying X-SIGNATURE on the B2B token call"
     )
+    # SNAP transactional calls: bank id -> HMAC-SHA512 client secrets (several = rotation overlap).
+    bank_client_secrets: dict[str, list[SecretStr]] = Field(
+        default_factory=lambda: {
+            "MANDIRI": [SecretStr(DEV_BANK_SECRETS["MANDIRI"])],
+            "BNI": [SecretStr(DEV_BANK_SECRETS["BNI"])],
+            "MAYBANK_MY": [SecretStr(DEV_BANK_SECRETS["MAYBANK_MY"])],
+        },
+        description="bank id -> HMAC-SHA512 client secrets verifying X-SIGNATURE on transactional calls",
+    )
+    bank_secrets_file: Path | None = Field(
+        None,
+        description="JSON {client_secrets: {bank: [..]}, public_keys: {bank: [PEM..]}} that replaces the two "
+        "settings above and is re-read when it changes (a mounted Kubernetes Secret): rotation without restart",
+    )
     snap_token_ttl_s: int = Field(900, ge=1, description="lifetime of an issued B2B access token (SNAP expiresIn)")
     snap_timestamp_skew_s: int = Field(
         300,
         ge=0,
-        description="allowed |X-TIMESTAMP - now| in seconds on the B2B token call. UNCONFIRMED value: no source "
+        description="allowed |X-TIMESTAMP - now| in seconds on every SNAP call. UNCONFIRMED value: no source "
         "gives the SNAP clock skew (domain.md 4.2); confirm with each bank",
+    )
+    snap_idempotency_max_entries: int = Field(
+        200_000, ge=1, description="X-EXTERNAL-ID replay store per API process (oldest evicted beyond this)"
     )
     office_tokens: dict[str, SecretStr] = Field(
         default_factory=lambda: {
@@ -113,6 +135,12 @@ class Settings(BaseSettings):
             raise ValueError("SINERGI_PII_ENCRYPTION_KEY must be set in production")
         if self.kafka_bootstrap is None:
             raise ValueError("SINERGI_KAFKA_BOOTSTRAP must point at the cluster in production")
+        dev_secrets = set(DEV_BANK_SECRETS.values())
+        for secrets in self.bank_client_secrets.values():
+            if any(s.get_secret_value() in dev_secrets for s in secrets):
+                raise ValueError("SINERGI_BANK_CLIENT_SECRETS still holds a development secret")
+        if any(t.get_secret_value().startswith("dev-token-") for t in self.bank_tokens.values()):
+            raise ValueError("SINERGI_BANK_TOKENS holds development tokens; banks use the B2B token endpoint")
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,14 @@ HTTP_LATENCY = Histogram(
 HTTP_REJECTIONS = Counter(
     "sinergi_http_rejections_total", "Requests refused with a 4xx, by reason code", ["api", "endpoint", "reason"]
 )
+AUTH_FAILURES = Counter(
+    "sinergi_auth_failures_total",
+    "Requests refused by authentication (token, partner id, timestamp window, signature), by reason",
+    ["api", "endpoint", "partner", "reason"],
+)
+SECRET_RELOADS = Counter(
+    "sinergi_partner_secret_reloads_total", "Re-reads of the partner secrets file, by result", ["result"]
+)
 PRODUCE_LATENCY = Histogram(
     "sinergi_produce_ack_seconds",
     "Time from produce to Kafka acknowledgement at the edge",

@@ -1,0 +1,33 @@
+"""What every bank endpoint module needs, built once per app by `create_bank_app`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from connectors.bank.auth import SnapAuth
+from connectors.bank.partners import PartnerRegistry
+from connectors.bank.tokens import TokenIssuer
+from connectors.kafka_edge import EdgeSender
+from services.config import Settings
+
+
+class Background(Protocol):
+    """Something the app runs beside the HTTP server (e.g. a read-model consumer): started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class BankContext:
+    settings: Settings
+    producer: EdgeSender
+    registry: PartnerRegistry
+    issuer: TokenIssuer
+    auth: SnapAuth
+    background: list[Background] = field(default_factory=list)
+    # Readiness checks beyond "the process is up": name -> async check returning True when ready.
+    readiness: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)

@@ -15,8 +15,12 @@ def serve_api(which: str, settings: Settings, bootstrap: str) -> None:
     app: FastAPI
     if which == "bank":
         from connectors.bank.app import create_bank_app
+        from connectors.bank.member_book import MemberBook, MemberBookReader
 
-        app, port = create_bank_app(settings, producer), settings.bank_api_port
+        # VA inquiry answers from members.v1: the reader loads the book beside the server, never before it.
+        book = MemberBook(settings.va_name_display)
+        reader = MemberBookReader(settings, bootstrap, book)
+        app, port = create_bank_app(settings, producer, book=book, background=[reader]), settings.bank_api_port
     else:
         from connectors.kbri.app import create_kbri_app
 

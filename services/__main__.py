@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,7 +45,10 @@ def up(simulate: bool) -> None:
 
 @cli.command()
 @click.argument(
-    "service", type=click.Choice(["normalize_enrollments", "normalize_payments", "reconcile", "core_publisher"])
+    "service",
+    type=click.Choice(
+        ["normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements"]
+    ),
 )
 @click.option("--metrics-port", type=int, default=None, help="serve /metrics on this port")
 def worker(service: str, metrics_port: int | None) -> None:
@@ -107,6 +113,136 @@ def topics_list() -> None:
     for spec in ALL_TOPICS:
         parts = spec.partitions or settings.kafka_partitions
         click.echo(f"{spec.name:<32} {parts:>3}p  {spec.config()['cleanup.policy']:<8} key: {spec.key}")
+
+
+@cli.group()
+def statements() -> None:
+    """Bank statement files."""
+
+
+@statements.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--bank", "bank_id", required=True, help="partner bank id (banks.json), e.g. BNI")
+@click.option("--account-no", default=None, help="statement account, when the file does not carry it")
+@click.option("--dry-run", is_flag=True, help="parse and report only; produce nothing")
+def statements_import(file: Path, bank_id: str, account_no: str | None, dry_run: bool) -> None:
+    """Import a statement file (MT940, camt.053/054, SNAP JSON, CSV) exactly like an upload by the bank.
+
+    Produces to SINERGI_KAFKA_BOOTSTRAP or, when unset, to the broker of a running `sinergi up`.
+    Exit status: 0; 65 the file was refused as a whole; 69 Kafka did not acknowledge (import again).
+    """
+    from connectors.statement_ingest import import_file
+    from services.reference import load_banks
+    from services.supervisor import read_bootstrap_file
+
+    settings = _settings()
+    if bank_id not in load_banks(settings.banks_file):
+        raise click.BadParameter("not a bank of the partner registry", param_hint="--bank")
+    bootstrap = settings.kafka_bootstrap or read_bootstrap_file(settings.data_dir)
+    if bootstrap is None and not dry_run:
+        raise click.UsageError("no broker: set SINERGI_KAFKA_BOOTSTRAP or start `sinergi up`")
+    code = import_file(
+        settings, file, bank_id=bank_id, account_no=account_no, dry_run=dry_run, bootstrap=bootstrap, echo=click.echo
+    )
+    sys.exit(code)
+
+
+@cli.group("bank-sim")
+def bank_sim() -> None:
+    """A partner bank in the terminal: SNAP requests signed exactly like a bank (see docs/banks.md)."""
+
+
+@bank_sim.command("sign")
+@click.option("--secret", required=True, help="the bank's HMAC client secret")
+@click.option("--token", required=True, help="the bearer token the request carries")
+@click.option("--path", "endpoint", required=True, help="EndpointUrl, e.g. /v1.0/transfer-va/payment")
+@click.option("--body", required=True, type=click.File("rb"), help="file with the exact body bytes ('-': stdin)")
+@click.option("--timestamp", required=True, help="the X-TIMESTAMP header, e.g. 2026-12-01T10:55:00+07:00")
+@click.option("--method", default="POST", show_default=True)
+def bank_sim_sign(secret: str, token: str, endpoint: str, body: Any, timestamp: str, method: str) -> None:
+    """Print the string to sign and the X-SIGNATURE of a transactional call."""
+    from services.bank_client import sign_for_cli
+
+    click.echo(sign_for_cli(secret, token, endpoint, body.read(), timestamp, method))
+
+
+def _bank_sim_options(command: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option("--url", default=None, help="bank API base URL [default: http://127.0.0.1:<bank_api_port>]"),
+        click.option("--bank", "bank_id", default="MANDIRI", show_default=True, help="bank id (banks.json)"),
+        click.option("--secret", default=None, help="HMAC client secret [default: from the settings]"),
+        click.option(
+            "--key",
+            "key_file",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="RSA private key (PEM) for the B2B token [default: <bank_sim_key_dir>/<bank>.pem if present]",
+        ),
+        click.option("--token", default=None, help="bearer token to use as is (no B2B token call)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _bank_sim(
+    action: str,
+    url: str | None,
+    bank_id: str,
+    secret: str | None,
+    key_file: Path | None,
+    token: str | None,
+    **args: Any,
+) -> None:
+    import asyncio
+
+    from services.bank_client import bank_sim_call, cli_credentials, default_url
+
+    settings = get_settings()
+    try:
+        creds = cli_credentials(settings, bank_id, secret=secret, key_file=key_file, token=None)
+        text, ok = asyncio.run(bank_sim_call(url or default_url(settings), creds, action, explicit_token=token, **args))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(text)
+    sys.exit(0 if ok else 1)
+
+
+@bank_sim.command("token")
+@_bank_sim_options
+def bank_sim_token(**options: Any) -> None:
+    """POST /v1.0/access-token/b2b signed SHA256withRSA with the bank's private key."""
+    _bank_sim("token", **options)
+
+
+@bank_sim.command("inquire")
+@click.option("--va", required=True, help="virtual account number (with or without the padding spaces)")
+@click.option("--request-id", default=None, help="inquiryRequestId [default: generated]")
+@_bank_sim_options
+def bank_sim_inquire(**options: Any) -> None:
+    """POST /v1.0/transfer-va/inquiry: the outstanding bill of a VA."""
+    _bank_sim("inquire", **options)
+
+
+@bank_sim.command("pay")
+@click.option("--va", required=True, help="virtual account number (with or without the padding spaces)")
+@click.option("--amount", required=True, help="paidAmount.value, exactly 2 decimals, e.g. 370000.00")
+@click.option("--currency", default="IDR", show_default=True, help="paidAmount.currency")
+@click.option("--fx-rate", default=None, help="additionalInfo.fxRate (IDR per unit) for a foreign currency")
+@click.option("--request-id", default=None, help="paymentRequestId [default: generated]")
+@_bank_sim_options
+def bank_sim_pay(**options: Any) -> None:
+    """POST /v1.0/transfer-va/payment: a payment notification."""
+    _bank_sim("pay", **options)
+
+
+@bank_sim.command("statement")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--content-type", default=None, help="[default: from the file extension]")
+@_bank_sim_options
+def bank_sim_statement(file: Path, content_type: str | None, **options: Any) -> None:
+    """POST /v1.0/bank-statements?filename=<name>: upload a statement file (MT940, camt, SNAP JSON, CSV)."""
+    _bank_sim("statement", content=file.read_bytes(), filename=file.name, content_type=content_type, **options)
 
 
 @cli.command()

@@ -43,7 +43,9 @@ from typing import Any
 import httpx
 import orjson
 
+from connectors.bank.snap_signing import sign_transactional_hmac
 from connectors.embedded import EmbeddedBroker, free_port, free_port_block
+from services.bank_client import PAYMENT_PATH, bank_credentials
 from services.config import Settings
 from services.domain.dates import wib_date
 from services.domain.identity import event_uuid, participant_id
@@ -812,6 +814,7 @@ async def steady(hub: Hub, watcher: CoreWatcher, report: Report, rate: float, se
     world = world_from_settings(s)
     offices = {k: v.get_secret_value() for k, v in s.office_tokens.items()}
     banks = {k: v.get_secret_value() for k, v in s.bank_tokens.items()}
+    client_secrets = {b: c.client_secret for b, c in bank_credentials(s).items()}
     members = int(rate / 2 * seconds)
     interval = 2.0 / rate
     sent: dict[str, float] = {}
@@ -861,6 +864,10 @@ async def steady(hub: Hub, watcher: CoreWatcher, report: Report, rate: float, se
             )
             bank_id = script.bank.bank_id
             headers = snap_headers(rng, bank_id, banks[bank_id], datetime.now(UTC))
+            raw = json.dumps(pay).encode()  # the exact bytes post() sends: the signature covers them
+            headers["X-SIGNATURE"] = sign_transactional_hmac(
+                client_secrets[bank_id], "POST", PAYMENT_PATH, banks[bank_id], raw, headers["X-TIMESTAMP"]
+            )
             paid, at = await post(bank_url, pay, headers, 200)
             if paid is not None:
                 sent[event_uuid("payment", bank_id, pay["paymentRequestId"])] = at

@@ -60,7 +60,7 @@ STATEMENTS_RAW = TopicSpec(
     "bank id",
     Encoding.JSON,
     retention_ms=SEVEN_DAYS_MS,
-    doc="End-of-day statements as uploaded.",
+    doc="One StatementEntry JSON per line of an uploaded or imported statement file (+ file headers).",
 )
 ENROLLMENTS = TopicSpec(
     "enrollments.v1",
@@ -122,7 +122,7 @@ def dlq(stage: str) -> TopicSpec:
     )
 
 
-STAGES = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher")
+STAGES = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements")
 DEAD_LETTERS = tuple(dlq(stage) for stage in STAGES)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     registry_port: int = 8083
     metrics_port_base: int = Field(9300, description="workers expose /metrics on base + n")
     max_body_bytes: int = 64 * 1024
+    statement_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="largest statement file accepted by POST /v1.0/bank-statements (413 beyond)"
+    )
 
     # --- Secrets -------------------------------------------------------------------------------------
     participant_key_secret: SecretStr = SecretStr(DEV_PARTICIPANT_KEY_SECRET)
@@ -99,6 +103,11 @@ class Settings(BaseSettings):
         description="allowed |X-TIMESTAMP - now| in seconds on every SNAP call. UNCONFIRMED value: no source "
         "gives the SNAP clock skew (domain.md 4.2); confirm with each bank",
     )
+    bank_sim_key_dir: Path | None = Field(
+        None,
+        description="the bank simulator's RSA private keys (<bank>.pem) for the B2B token; unset: "
+        "<data_dir>/run/bank-keys, written by `sinergi up` when no bank public key is configured",
+    )
     snap_idempotency_max_entries: int = Field(
         200_000, ge=1, description="X-EXTERNAL-ID replay store per API process (oldest evicted beyond this)"
     )
@@ -117,11 +126,51 @@ class Settings(BaseSettings):
     offices_file: Path = REPO_ROOT / "schemas" / "reference" / "offices.json"
     customer_no_digits: int = Field(18, ge=10, le=20, description="VA customer number length (<= 20 per SNAP)")
     bill_validity_days: int = 30
+    va_name_display: Literal["FULL", "INITIALS"] = Field(
+        "FULL",
+        description="virtualAccountName in a VA inquiry answer: FULL (uppercased full name) or INITIALS "
+        '(first word + initials, "SITI A."), for banks that must not show whoever types a VA the full name',
+    )
+    read_model_retry_max_s: float = Field(
+        30.0, gt=0, description="longest pause before a read-model reader (bank inquiry book) connects again"
+    )
 
     # --- Processing ------------------------------------------------------------------------------------
     data_dir: Path = REPO_ROOT / "var"
     log_json: bool | None = Field(None, description="JSON logs; default: JSON unless stderr is a terminal")
     log_level: str = "INFO"
+
+    # --- KBRI webhooks (connectors/kbri/webhooks.py) ---------------------------------------------------
+    webhooks_allow_private: bool = Field(
+        False,
+        description="test/demo mode: office endpoints may use http:// and loopback/private addresses; "
+        "refused in production",
+    )
+    webhooks_backoff_base_s: float = Field(2.0, gt=0, description="first retry waits up to this (full jitter)")
+    webhooks_backoff_cap_s: float = Field(
+        600.0, gt=0, description="longest wait between two attempts, Retry-After included"
+    )
+    webhooks_max_attempts: int = Field(15, ge=1, description="attempts per update before it is dead-lettered")
+    webhooks_max_age_s: float = Field(
+        86_400.0, gt=0, description="an update not delivered this long after it was queued is dead-lettered"
+    )
+    webhooks_attempt_timeout_s: float = Field(
+        10.0, gt=0, description="total time of one attempt: resolve, connect, send, response head and body"
+    )
+    webhooks_response_max_bytes: int = Field(
+        4096, ge=0, description="response body bytes read (and discarded) per attempt"
+    )
+    webhooks_queue_size: int = Field(
+        10_000, ge=1, description="updates queued per office; beyond it an offer is answered QUEUE_FULL"
+    )
+    webhooks_office_concurrency: int = Field(
+        4, ge=1, description="deliveries in flight per office (different members; one member is sequential)"
+    )
+    webhooks_supersede: bool = Field(
+        False,
+        description="a newer version of a member skips its older undelivered ones; default: deliver every "
+        "version, in order",
+    )
 
     def is_embedded(self) -> bool:
         return self.kafka_bootstrap is None

@@ -5,7 +5,7 @@ Never a person: no NIK, passport, account, VA or participant id in any label.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -29,8 +29,19 @@ AUTH_FAILURES = Counter(
     "Requests refused by authentication (token, partner id, timestamp window, signature), by reason",
     ["api", "endpoint", "partner", "reason"],
 )
+IDEMPOTENT_REPLAYS = Counter(
+    "sinergi_idempotent_replays_total",
+    "Requests answered from the X-EXTERNAL-ID store (replayed) or refused as a reused id (conflict)",
+    ["api", "endpoint", "outcome"],
+)
 SECRET_RELOADS = Counter(
     "sinergi_partner_secret_reloads_total", "Re-reads of the partner secrets file, by result", ["result"]
+)
+ENROLLMENT_SUBMISSIONS = Counter(
+    "sinergi_enrollment_submissions_total",
+    "Enrollment requests accepted or refused at the edge, by submitter kind (office|bank), submitter "
+    "(a configured office or bank id, else unknown) and reason code (none when accepted)",
+    ["kind", "submitter", "outcome", "reason"],
 )
 PRODUCE_LATENCY = Histogram(
     "sinergi_produce_ack_seconds",
@@ -55,3 +66,63 @@ PROCESSING_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
+
+# --- bank statements ------------------------------------------------------------------------------
+STATEMENT_ENTRIES_INGESTED = Counter(
+    "sinergi_statement_entries_ingested_total",
+    "Statement entries written to bank.statements.raw (acknowledged by Kafka), by bank and file format",
+    ["bank", "format"],
+)
+STATEMENT_LINE_ERRORS = Counter(
+    "sinergi_statement_line_errors_total",
+    "Statement lines (or whole files, line 0) refused, by reason",
+    ["bank", "reason"],
+)
+STATEMENT_DUPLICATES = Counter(
+    "sinergi_statement_duplicates_skipped_total",
+    "Statement entries the normalizer had already emitted (same file imported again, or a redelivery)",
+    ["bank"],
+)
+
+# --- read models (connectors) -----------------------------------------------------------------------
+READ_MODEL_RECORDS = Counter(
+    "sinergi_read_model_records_total", "Records a connector read model consumed (tombstones included)", ["model"]
+)
+READ_MODEL_MEMBERS = Gauge("sinergi_read_model_members", "Members currently held by a connector read model", ["model"])
+
+# --- KBRI webhooks (office = a registered office code, else "unknown") ---------------------------------------
+# Queued to 2xx includes retries: from a tenth of a second up to the default one-day max age.
+WEBHOOK_LATENCY_BUCKETS = (*LATENCY_BUCKETS[6:], 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+WEBHOOK_DELIVERIES = Counter(
+    "sinergi_webhook_deliveries_total",
+    "Office webhook updates finished: delivered, dead_lettered, dead_letter_failed, superseded, abandoned",
+    ["office", "outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "sinergi_webhook_attempts_total",
+    "Office webhook delivery attempts, by result reason (OK, HTTP_5XX, TIMEOUT..)",
+    ["office", "reason"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "sinergi_webhook_delivery_seconds",
+    "Office webhook update queued to acknowledged (2xx), retries included",
+    ["office"],
+    buckets=WEBHOOK_LATENCY_BUCKETS,
+)
+WEBHOOK_BACKLOG = Gauge("sinergi_webhook_backlog", "Office webhook updates queued or in flight", ["office"])
+WEBHOOK_REFUSED = Counter(
+    "sinergi_webhook_offers_refused_total",
+    "Updates the webhook dispatcher did not take (QUEUE_FULL, STALE, NO_ENDPOINT, ENDPOINT_DISABLED, CLOSED)",
+    ["office", "reason"],
+)
+WEBHOOK_DEAD_LETTERS = Counter(
+    "sinergi_webhook_dead_letters_total",
+    "Office webhook updates given up, by cause (MAX_ATTEMPTS, MAX_AGE, ENDPOINT_GONE, INTERNAL_ERROR)",
+    ["office", "reason"],
+)
+WEBHOOK_ENDPOINT_DISABLES = Counter(
+    "sinergi_webhook_endpoint_disables_total", "Office endpoints disabled (410 Gone)", ["office"]
+)
+WEBHOOK_ENDPOINT_DISABLED = Gauge(
+    "sinergi_webhook_endpoint_disabled", "1 while an office endpoint is disabled (410 Gone), else 0", ["office"]
+)

@@ -37,6 +37,7 @@ class Office:
     city: str
     country: str
     jurisdiction: tuple[str, ...]
+    parent: str | None = None  # the office whose area contains this one's (KRI Tawau: KJRI Kota Kinabalu)
 
 
 def _load(path: Path) -> Any:
@@ -69,7 +70,7 @@ def load_banks(path: Path) -> dict[str, BankProfile]:
 
 def load_offices(path: Path) -> dict[str, Office]:
     return {
-        o["code"]: Office(o["code"], o["type"], o["city"], o["country"], tuple(o["jurisdiction"]))
+        o["code"]: Office(o["code"], o["type"], o["city"], o["country"], tuple(o["jurisdiction"]), o.get("parent"))
         for o in _load(path)["offices"]
     }
 

@@ -18,13 +18,37 @@ from pathlib import Path
 from types import FrameType
 
 from connectors.embedded import EmbeddedBroker, free_port
+from services.bank_client import ProvisionedKeys, provision_dev_bank_keys
 from services.config import Settings
 from services.demo_status import CoreTopicStatus
 from services.topics import create_topics
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher")
+WORKERS = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements")
+BOOTSTRAP_FILE = Path("run") / "kafka.bootstrap"
+
+
+def bootstrap_file(data_dir: Path) -> Path:
+    """Where `sinergi up` publishes the embedded broker's address for side commands (`statements import`)."""
+    return Path(data_dir) / BOOTSTRAP_FILE
+
+
+def write_bootstrap_file(data_dir: Path, bootstrap: str) -> Path:
+    path = bootstrap_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(bootstrap + "\n", encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half an address
+    return path
+
+
+def read_bootstrap_file(data_dir: Path) -> str | None:
+    try:
+        text = bootstrap_file(data_dir).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
 
 
 @dataclass
@@ -74,6 +98,8 @@ class Supervisor:
         self.bootstrap = ""
         self.env: dict[str, str] = {}
         self.status: CoreTopicStatus | None = None
+        self.bootstrap_file: Path | None = None
+        self.bank_keys = ProvisionedKeys()
         self._stop = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -84,10 +110,12 @@ class Supervisor:
         s = self.settings
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        self.bank_keys = provision_dev_bank_keys(s, env)  # B2B token keys for the simulator, when none configured
         bootstrap = s.kafka_bootstrap
         if bootstrap is None:
             self.broker = EmbeddedBroker(log_file=self.log_dir / "broker.log").start()
             bootstrap = self.broker.bootstrap
+            self.bootstrap_file = write_bootstrap_file(s.data_dir, bootstrap)
             print(f"embedded broker (Tansu)  kafka://{bootstrap}", flush=True)
         self.bootstrap = bootstrap
         env["SINERGI_KAFKA_BOOTSTRAP"] = bootstrap
@@ -174,6 +202,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait(5)
+        self.bank_keys.remove()
+        if self.bootstrap_file is not None:  # first: no side command should find a stopping broker
+            self.bootstrap_file.unlink(missing_ok=True)
+            self.bootstrap_file = None
         if self.broker is not None:
             self.broker.stop()
             print("stopped.", flush=True)

@@ -4,7 +4,10 @@ One module per endpoint, each exposing `router(ctx)` and `REQUEST_BODIES` (docum
 endpoints that read the raw body themselves):
 
     token_grant   POST /v1.0/access-token/b2b        SNAP 73: SHA256withRSA -> short-lived bearer token
+    inquiry       POST /v1.0/transfer-va/inquiry     SNAP 24: the outstanding bill, from the member book
     payment       POST /v1.0/transfer-va/payment     SNAP 25: payment notification -> bank.payments.raw
+    statements    POST /v1.0/bank-statements         SNAP 14: statement file -> bank.statements.raw
+    enrollments   POST /v1/bank/enrollments          not SNAP: a bank enrolls a worker -> kbri.enrollments.raw
 
 Shared pieces: errors (SNAP codes), partners (registry: profile + secrets), auth (transactional
 signature), tokens (issuer), context (what a module gets). Every error body is {"responseCode",
@@ -14,15 +17,17 @@ signature), tokens (issuer), context (what a module gets). Every error body is {
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
-from connectors.bank import payment, token_grant
+from connectors.bank import enrollments, inquiry, payment, statements, token_grant
 from connectors.bank.auth import SnapAuth
-from connectors.bank.context import BankContext
-from connectors.bank.models import Health
+from connectors.bank.context import Background, BankContext
+from connectors.bank.member_book import MemberBook
+from connectors.bank.models import Health, Readiness
 from connectors.bank.partners import PartnerRegistry
 from connectors.bank.tokens import TokenIssuer
 from connectors.http_common import document_request_bodies
@@ -31,22 +36,44 @@ from services.config import Settings
 
 
 def build_context(
-    settings: Settings, producer: EdgeSender, *, token_clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    producer: EdgeSender,
+    *,
+    token_clock: Callable[[], float] = time.monotonic,
+    book: MemberBook | None = None,
+    background: Sequence[Background] = (),
 ) -> BankContext:
-    """Raises SnapKeyError when a configured bank public key is unusable (fail at start-up, not per request)."""
+    """Raises SnapKeyError when a configured bank public key is unusable (fail at start-up, not per request).
+
+    Without a `book` the app gets an empty one that never becomes ready (inquiry answers 503): only a
+    process with a reader feeding it (connectors.serve) knows members.
+    """
     registry = PartnerRegistry(settings)
     issuer = TokenIssuer(settings.snap_token_ttl_s, token_clock)
-    return BankContext(settings, producer, registry, issuer, SnapAuth(settings, registry, issuer))
+    book = book if book is not None else MemberBook(settings.va_name_display)
+    ctx = BankContext(settings, producer, registry, issuer, SnapAuth(settings, registry, issuer), book)
+    ctx.background.extend(background)
+
+    async def book_ready() -> bool:
+        return book.ready
+
+    ctx.readiness["member_book"] = book_ready
+    return ctx
 
 
 def create_bank_app(
-    settings: Settings, producer: EdgeSender, *, token_clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    producer: EdgeSender,
+    *,
+    token_clock: Callable[[], float] = time.monotonic,
+    book: MemberBook | None = None,
+    background: Sequence[Background] = (),
 ) -> FastAPI:
     """The SNAP biller API. Starts the producer (and any background reader) on startup, closes them on shutdown.
 
     `token_clock` drives B2B token expiry (monotonic in production; tests inject a fake one).
     """
-    ctx = build_context(settings, producer, token_clock=token_clock)
+    ctx = build_context(settings, producer, token_clock=token_clock, book=book, background=background)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,13 +96,24 @@ def create_bank_app(
         description="SNAP virtual-account endpoints for partner banks. Error bodies are "
         '{"responseCode", "responseMessage", "reason"}; personal values are never echoed.',
     )
-    modules = (token_grant, payment)
+    modules = (token_grant, inquiry, payment, statements, enrollments)
     for module in modules:
         app.include_router(module.router(ctx))
 
-    @app.get("/healthz", response_model=Health)
+    @app.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
     async def healthz() -> Health:
         return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: see which check failed"}},
+        summary="Readiness: every background dependency (e.g. the inquiry read model) is ready",
+    )
+    async def readyz() -> JSONResponse:
+        checks = {name: await check() for name, check in ctx.readiness.items()}
+        body = Readiness(ready=all(checks.values()), checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     bodies = {}
     for module in modules:

@@ -7,7 +7,7 @@ Order of checks, each refusal counted in sinergi_auth_failures_total{reason} whe
    development token) *of this bank* (401xx01 TOKEN_INVALID: unknown, expired, or another bank's).
    RSA_SHA256 banks sign without a token.
 3. X-TIMESTAMP well-formed (400xx01) and within `snap_timestamp_skew_s` of now (401xx00 TIMESTAMP_OUT_OF_WINDOW).
-4. X-SIGNATURE present (400xx02) and valid (401xx00 SIGNATURE_INVALID):
+4. X-SIGNATURE present (400xx02 HEADER_MISSING, counted as SIGNATURE_MISSING) and valid (401xx00 SIGNATURE_INVALID):
    HMAC_SHA512: Base64(HMAC-SHA512(secret, METHOD:EndpointUrl:token:hex(sha256(minify(raw))):X-TIMESTAMP))
    RSA_SHA256:  Base64(SHA256withRSA(key, METHOD:EndpointUrl:hex(sha256(minify(raw))):X-TIMESTAMP))
    verified over the raw bytes received, against every current secret/key (rotation), in constant time.
@@ -44,6 +44,7 @@ UNKNOWN_PARTNER = "UNKNOWN_PARTNER"
 TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105 (a reason code)
 TIMESTAMP_OUT_OF_WINDOW = "TIMESTAMP_OUT_OF_WINDOW"
 SIGNATURE_INVALID = "SIGNATURE_INVALID"
+SIGNATURE_MISSING = "SIGNATURE_MISSING"  # metric reason only: the body says HEADER_MISSING like any header
 
 _PARTNER_ID = re.compile(r"[A-Za-z0-9._-]{1,36}")
 # A fractional-second `+07:00` timestamp is longer than SNAP's 25 characters; accept up to 32.
@@ -55,6 +56,7 @@ class Authenticated:
     partner: Partner
     x_timestamp: str
     received_at: datetime
+    body_digest: str  # hex sha256 of the minified raw body, as signed: the body's identity (idempotency)
 
 
 def endpoint_url(request: Request, mode: str) -> str:
@@ -123,6 +125,7 @@ class SnapAuth:
 
         signature = headers.get("x-signature")
         if not signature:
+            AUTH_FAILURES.labels(self.api, obs.endpoint, obs.partner, SIGNATURE_MISSING).inc()
             raise missing("X-SIGNATURE", service)
         url = endpoint_url(request, partner.profile.endpoint_url)
         digest = signature_body_digest(raw)
@@ -135,4 +138,4 @@ class SnapAuth:
             ok = verify_rsa_sha256(partner.public_keys, sts, signature)
         if not ok:
             raise self._fail(obs, SIGNATURE_INVALID, "Invalid Signature", service)
-        return Authenticated(partner, x_timestamp, now)
+        return Authenticated(partner, x_timestamp, now, digest)

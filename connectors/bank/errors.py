@@ -25,6 +25,7 @@ SERVICE_TOKEN = "73"  # noqa: S105 (a SNAP service code)
 
 HEADER_MISSING = "HEADER_MISSING"
 HEADER_INVALID = "HEADER_INVALID"
+EXTERNAL_ID_CONFLICT = "EXTERNAL_ID_CONFLICT"
 
 # Domain reasons that are not a field-format problem: (HTTP status, case, message).
 _REASON_CODES: dict[str, tuple[int, str, str]] = {
@@ -88,6 +89,11 @@ def unauthorized(why: str, reason: str, service: str, case: str = "00") -> SnapP
     return SnapProblem(
         401, snap_code(401, case, service), f"Unauthorized. {why}", reason, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+def conflict(service: str, reason: str = EXTERNAL_ID_CONFLICT) -> SnapProblem:
+    """409xx00 Conflict: X-EXTERNAL-ID already used today by this partner for a different request."""
+    return SnapProblem(409, snap_code(409, "00", service), "Conflict", reason)
 
 
 def internal_error(service: str, reason: str = "INTERNAL_ERROR") -> SnapProblem:

@@ -13,7 +13,16 @@ class Amount(BaseModel):
 
 
 class PaymentAdditionalInfo(BaseModel):
-    fxRate: str | None = Field(None, description="IDR per unit of paidAmount.currency; required iff not IDR")
+    """additionalInfo of a payment notification; keys other than fxRate are accepted and ignored."""
+
+    fxRate: str | None = Field(
+        None,
+        description="IDR per one unit of paidAmount.currency: a decimal string, up to 12 digits and 6 decimals. "
+        "Required when paidAmount is not IDR: a bank collecting abroad (MYR, HKD, TWD, SGD, per the bank's "
+        "currencies) reports paidAmount in the currency the worker paid in, plus this rate; the hub keeps the "
+        "exact original amount and amount_idr = round_half_up(value x fxRate). Must be absent for IDR.",
+        examples=["3450.123456"],
+    )
 
 
 class VaPaymentRequest(BaseModel):
@@ -24,7 +33,10 @@ class VaPaymentRequest(BaseModel):
     virtualAccountNo: str = Field(description="partnerServiceId (8) + customerNo, at most 28 characters")
     virtualAccountName: str | None = None
     paymentRequestId: str = Field(description="The bank's id of this payment (= inquiryRequestId), <= 128")
-    paidAmount: Amount
+    paidAmount: Amount = Field(
+        description='What the worker paid, in the currency paid: {"value": "370000.00", "currency": "IDR"} or '
+        '{"value": "107.25", "currency": "MYR"} with additionalInfo.fxRate'
+    )
     trxDateTime: str = Field(description="ISO-8601 with offset or Z, e.g. 2025-09-01T10:15:00+07:00")
     channelCode: str | None = None
     partnerReferenceNo: str | None = None
@@ -74,3 +86,8 @@ class SnapError(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool] = Field(description="check name -> ready, e.g. member_book (the inquiry read model)")

@@ -3,7 +3,8 @@
 The endpoint validates synchronously with the domain rules (so an office learns about a bad request at
 once), then produces the EXACT raw body to `kbri.enrollments.raw` and answers 202 only after Kafka
 acknowledged. The normalizer stage re-validates the raw record with the same function and the same
-intake headers (received-at, office, request id), so both reach the same verdict.
+intake headers (received-at, office, request id), so both reach the same verdict. Validation and produce
+are connectors/intake.py's, shared with the bank API's enrollments; this module is the office's side.
 
 Idempotency: the event id is UUIDv5(office, X-Request-Id). A repeat is produced and accepted again with
 the same event id; consumers deduplicate by event id. No server state is kept here.
@@ -15,8 +16,6 @@ strict JSON (400) → domain rules (422) → Kafka (503 when not acknowledged) �
 from __future__ import annotations
 
 import logging
-import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
@@ -32,63 +31,60 @@ from connectors.http_common import (
     bearer_token,
     broker_unavailable_problem,
     document_request_bodies,
-    iso_utc,
     parse_json_object,
     problem_response,
     producer_lifespan,
     read_body,
     require_json_content_type,
-    utc_now_ms,
     where_failed,
 )
+from connectors.intake import (
+    CHANNEL_OFFICE,
+    H_CHANNEL,
+    H_EVENT_ID,
+    H_OFFICE,
+    H_RECEIVED_AT,
+    H_REQUEST_ID,
+    OFFICE,
+    REQUEST_ID_INVALID,
+    REQUEST_ID_MISSING,
+    EnrollmentIntake,
+    Submitter,
+    check_request_id,
+    count,
+)
 from connectors.kafka_edge import BrokerUnavailable, EdgeSender
-from connectors.kbri.models import BillLineOut, BillOut, EnrollmentAccepted, EnrollmentRequest, Health
-from services.catalogue import ENROLLMENTS_RAW
+from connectors.kbri.models import EnrollmentAccepted, EnrollmentRequest, Health
 from services.config import Settings
-from services.domain.dates import wib_date
-from services.domain.enrollment import normalize_enrollment
 from services.domain.errors import Rejected
-from services.domain.identity import compose_va, participant_id
-from services.domain.tariff import TariffTable, bill_amount_idr, load_tariffs
 from services.logs import event
-from services.reference import BankProfile, load_banks, load_offices, load_tariff_document
+
+# The header names and reason codes stay importable from here (services.bench builds intake records).
+__all__ = [
+    "CHANNEL",
+    "H_CHANNEL",
+    "H_EVENT_ID",
+    "H_OFFICE",
+    "H_RECEIVED_AT",
+    "H_REQUEST_ID",
+    "REQUEST_ID_INVALID",
+    "REQUEST_ID_MISSING",
+    "create_kbri_app",
+]
 
 log = logging.getLogger(__name__)
 
 API = "kbri"
 ENDPOINT = "enrollments"
-CHANNEL = "PERWAKILAN_RI"
-
-# Reason codes of this API besides the shared transport ones and the domain's.
-REQUEST_ID_MISSING = "REQUEST_ID_MISSING"
-REQUEST_ID_INVALID = "REQUEST_ID_INVALID"
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-H_OFFICE = "sinergi-office"
-H_REQUEST_ID = "sinergi-request-id"
-H_EVENT_ID = "sinergi-event-id"
-H_RECEIVED_AT = "sinergi-received-at"
-H_CHANNEL = "sinergi-channel"
+CHANNEL = CHANNEL_OFFICE
 
 
-def _no_pii_kept(_plain: bytes) -> bytes:
-    """The intake discards its validated Enrollment: nothing to encrypt here (the normalizer encrypts)."""
-    return b""
-
-
-class _Intake:
-    """Reference data and secrets, loaded once per app."""
+class _OfficeIntake:
+    """What is the KBRI API's own (the office's bearer token, its headers); the rest is connectors.intake."""
 
     def __init__(self, settings: Settings, producer: EdgeSender) -> None:
         self.settings = settings
-        self.producer = producer
-        self.offices = frozenset(load_offices(settings.offices_file))
-        self.banks: dict[str, BankProfile] = load_banks(settings.banks_file)
-        self.tariffs: TariffTable = load_tariffs(load_tariff_document(settings.tariff_file))
-        secret = settings.participant_key_secret.get_secret_value().encode("utf-8")
-        digits = settings.customer_no_digits
-        self.participant_key = lambda nik: participant_id(nik, secret, digits)
+        self.intake = EnrollmentIntake(settings, producer)
 
     async def enroll(
         self, request: Request, obs: RequestObservation, authorization: str | None, x_request_id: str | None
@@ -99,65 +95,12 @@ class _Intake:
                 401, UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
         obs.partner = office
-        if x_request_id is None or not x_request_id.strip():
-            raise HttpProblem(400, REQUEST_ID_MISSING, "X-Request-Id is required", field="X-Request-Id")
-        if _REQUEST_ID.fullmatch(x_request_id) is None:
-            raise HttpProblem(
-                400,
-                REQUEST_ID_INVALID,
-                "X-Request-Id must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                field="X-Request-Id",
-            )
+        request_id = check_request_id(x_request_id)
         require_json_content_type(request)
         raw = await read_body(request, self.settings.max_body_bytes)
         body = parse_json_object(raw)
-        received_at = utc_now_ms()
-
-        accepted = self._validate(body, office, x_request_id, received_at)
-        headers = [
-            (H_OFFICE, office.encode()),
-            (H_REQUEST_ID, x_request_id.encode()),
-            (H_EVENT_ID, accepted.event_id.encode()),
-            (H_RECEIVED_AT, iso_utc(received_at).encode()),
-            (H_CHANNEL, CHANNEL.encode()),
-        ]
-        await self.producer.send(ENROLLMENTS_RAW.name, accepted.customer_no.encode(), raw, headers)
-        return accepted
-
-    def _validate(
-        self, body: dict[str, Any], office: str, request_id: str, received_at: datetime
-    ) -> EnrollmentAccepted:
-        tariff = self.tariffs.tariff_on(wib_date(received_at))
-        enrollment = normalize_enrollment(
-            body,
-            office_code=office,
-            request_id=request_id,
-            received_at=received_at,
-            known_offices=self.offices,
-            participant_key=self.participant_key,
-            encrypt_pii=_no_pii_kept,
-            tariff=tariff,
-            channel=CHANNEL,
-        )
-        breakdown = bill_amount_idr(
-            tariff, enrollment.participant_type, enrollment.contract_months, enrollment.programs
-        )
-        customer_no = enrollment.participant_id
-        return EnrollmentAccepted(
-            event_id=enrollment.event_id,
-            customer_no=customer_no,
-            bill=BillOut(
-                amount_idr=breakdown.total_idr,
-                tariff_version=breakdown.tariff_version,
-                lines=[
-                    BillLineOut(code=line.code, description=line.description, amount_idr=line.amount_idr)
-                    for line in breakdown.lines
-                ],
-                virtual_accounts={
-                    bank_id: compose_va(bank.partner_service_id, customer_no) for bank_id, bank in self.banks.items()
-                },
-            ),
-            warnings=list(enrollment.warnings),
+        return await self.intake.submit(
+            raw, body, submitter=Submitter(OFFICE, office), office=office, request_id=request_id
         )
 
 
@@ -186,7 +129,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_kbri_app(settings: Settings, producer: EdgeSender) -> FastAPI:
     """The KBRI API. The app starts the producer on startup and closes it on shutdown."""
-    intake = _Intake(settings, producer)
+    intake = _OfficeIntake(settings, producer)
     app = FastAPI(
         lifespan=producer_lifespan(producer),
         title="sinergi KBRI API",
@@ -223,6 +166,7 @@ def create_kbri_app(settings: Settings, producer: EdgeSender) -> FastAPI:
             log.error("enrollment intake failed: %s", where_failed(exc))
             return _refuse(obs, HttpProblem(500, INTERNAL_ERROR, "internal error"))
         obs.done(202)
+        count(OFFICE, obs.partner, None)
         event(
             log,
             "enrollment accepted",
@@ -242,6 +186,7 @@ def create_kbri_app(settings: Settings, producer: EdgeSender) -> FastAPI:
 
 def _refuse(obs: RequestObservation, problem: HttpProblem) -> Response:
     obs.done(problem.status, problem.reason)
+    count(OFFICE, obs.partner, problem.reason)
     if problem.status < 500:
         event(log, "enrollment refused", office=obs.partner, reason=problem.reason, field=problem.field or "")
     return problem_response(problem)

@@ -25,6 +25,13 @@ class EnrollmentRequest(BaseModel):
     jht_monthly_amount_idr: int | None = Field(
         None, description="Integer rupiah within the tariff's JHT range; required iff JHT is chosen"
     )
+    placement_region: str | None = Field(
+        None,
+        max_length=64,
+        description="State or city of the workplace, e.g. Johor or Tawau. A bank's enrollment is owned by the "
+        "office whose jurisdiction names it; an office's own submissions ignore it (the office is the owner)",
+        examples=["Johor"],
+    )
 
 
 class BillLineOut(BaseModel):

@@ -16,6 +16,8 @@ Raw body (JSON object, snake_case; unknown extra fields are ignored)::
     contract_months         integer   1..120                                                       required
     programs                array     of "JKK" | "JKM" | "JHT"; must include JKK and JKM           required
     jht_monthly_amount_idr  integer   rupiah within the tariff's JHT range; iff "JHT" in programs
+    placement_region        string    state/city of the workplace, <= 64 chars; banks only         optional
+                                      (read for a bank's submission; an office owns what it submits)
 
 Example::
 
@@ -31,6 +33,10 @@ passport (PASSPORT_FORMAT); contract_months range (CONTRACT_MONTHS); programs (P
 register no earlier than 1 month before departure, compared with the WIB date the hub received the request
 (REGISTRATION_TOO_EARLY, Permenaker 4/2023 Ch. III). A NIK whose date/sex differs from the declared one is
 accepted with a warning. NIK and passport leave this function only inside ``pii_encrypted``.
+
+Submitters: an office submits for itself (``office_code``). A partner bank enrolling at its counter passes
+``submitted_by="bank:<bank id>"`` and the owning office (services.domain.placement); its event id is then
+namespaced to the bank (:func:`enrollment_event_id`), so its request ids never collide with an office's.
 """
 
 from __future__ import annotations
@@ -49,12 +55,15 @@ from services.domain.errors import Reason, Rejected
 from services.domain.identity import event_uuid
 from services.domain.models import Enrollment, ParticipantType, Program, Sex
 from services.domain.nik import check_nik
+from services.domain.placement import placement_region
 from services.domain.tariff import Tariff
 
 MIN_AGE_YEARS = 18
 CONTRACT_MONTHS_MAX = 120
 REQUEST_ID_MAX = 128
 _PASSPORT = re.compile(r"[A-Z0-9]{6,12}")
+SUBMITTED_BY_BANK = "bank:"
+_SUBMITTED_BY = re.compile(r"bank:[A-Za-z0-9._-]{1,36}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _PROGRAM_ORDER = (Program.JKK, Program.JKM, Program.JHT)
 _DOB_MIN = date(1900, 1, 1)
@@ -67,6 +76,14 @@ def _choice(raw: Mapping[str, Any], field: str, allowed: tuple[str, ...]) -> str
     if value not in allowed:
         raise Rejected(Reason.INVALID_FIELD, field, "must be one of " + ", ".join(allowed))
     return value
+
+
+def destination_country(raw: Mapping[str, Any]) -> str:
+    """The ``destination_country`` rule on its own: a bank's intake needs the country before the owner."""
+    country = req_str(raw, "destination_country", max_len=8)
+    if _COUNTRY.fullmatch(country) is None or country == "ID":
+        raise Rejected(Reason.INVALID_FIELD, "destination_country", "must be an ISO 3166-1 alpha-2 code abroad")
+    return country
 
 
 def _travel_date(raw: Mapping[str, Any], field: str) -> date:
@@ -112,6 +129,19 @@ def _jht_amount(raw: Mapping[str, Any], programs: list[Program], tariff: Tariff)
     return value
 
 
+def enrollment_event_id(office_code: str, request_id: str, submitted_by: str | None = None) -> str:
+    """The deterministic event id of an enrollment request.
+
+    An office's stays UUIDv5("enrollment", office, request id): ids of replayed records depend on it.
+    Any other submitter gets a name of its own, keyed on the submitter and not on the owning office, so
+    a bank repeating a request id gets the same id even if the office data changed in between, and two
+    submitters sharing a request id never collide.
+    """
+    if submitted_by is None:
+        return event_uuid("enrollment", office_code, request_id)
+    return event_uuid("enrollment-submitted-by", submitted_by, request_id)
+
+
 def normalize_enrollment(
     raw: Mapping[str, Any],
     *,
@@ -123,12 +153,15 @@ def normalize_enrollment(
     encrypt_pii: Callable[[bytes], bytes],
     tariff: Tariff,
     channel: str = "PERWAKILAN_RI",
+    submitted_by: str | None = None,
 ) -> Enrollment:
     """Validate ``raw`` (see the module docstring) and build the canonical ``Enrollment``.
 
     ``participant_key`` maps a NIK to the participant id (identity.participant_id with the secret bound);
     ``encrypt_pii`` encrypts the JSON bytes ``{"nik": ..., "passport_number": ...}``; ``tariff`` is the
-    entry in force (for the JHT range). Raises :class:`Rejected`; a naive ``received_at`` is a ValueError.
+    entry in force (for the JHT range). ``submitted_by`` is ``"bank:<bank id>"`` when a bank, not the owning
+    office ``office_code``, submitted (see the module docstring). Raises :class:`Rejected`; a naive
+    ``received_at`` is a ValueError.
     """
     received_utc = require_aware(received_at, "received_at")
     received_day = wib_date(received_utc)
@@ -138,6 +171,8 @@ def normalize_enrollment(
         raise Rejected(Reason.MISSING_FIELD, "request_id", "a request id is required")
     if len(request_id) > REQUEST_ID_MAX:
         raise Rejected(Reason.INVALID_FIELD, "request_id", f"must be at most {REQUEST_ID_MAX} characters")
+    if submitted_by is not None and _SUBMITTED_BY.fullmatch(submitted_by) is None:
+        raise Rejected(Reason.INVALID_FIELD, "submitted_by", "must be bank:<bank id>")
     body = as_mapping(raw, None)
 
     nik = req_str(body, "nik", max_len=32)
@@ -150,9 +185,9 @@ def normalize_enrollment(
     passport = req_str(body, "passport_number", max_len=64)
     if _PASSPORT.fullmatch(passport) is None:
         raise Rejected(Reason.PASSPORT_FORMAT, "passport_number", "must be 6-12 uppercase letters or digits")
-    country = req_str(body, "destination_country", max_len=8)
-    if _COUNTRY.fullmatch(country) is None or country == "ID":
-        raise Rejected(Reason.INVALID_FIELD, "destination_country", "must be an ISO 3166-1 alpha-2 code abroad")
+    country = destination_country(body)
+    if submitted_by is not None:
+        placement_region(body)  # the bank's owner was derived from it: the same shape rule at every stage
     employer_name = get_str(body, "employer_name", required=False)
     departure_date = _travel_date(body, "departure_date")
     contract_start = _travel_date(body, "contract_start")
@@ -175,7 +210,7 @@ def normalize_enrollment(
     pii = json.dumps({"nik": nik, "passport_number": passport}, separators=(",", ":"), sort_keys=True)
     try:
         return Enrollment(
-            event_id=event_uuid("enrollment", office_code, request_id),
+            event_id=enrollment_event_id(office_code, request_id, submitted_by),
             participant_id=participant_key(nik),
             office_code=office_code,
             office_request_id=request_id,

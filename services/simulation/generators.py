@@ -231,14 +231,16 @@ class World:
 
 @dataclass(frozen=True)
 class Expect:
-    """What the API must answer: HTTP status and, for a refusal, the reason code."""
+    """What the API must answer: HTTP status, for a refusal the reason code, and for a SNAP call the
+    responseCode when it is known ("" = not checked)."""
 
     status: int
     reason: str = ""
+    code: str = ""
 
 
 ACCEPTED_ENROLLMENT = Expect(202)
-ACCEPTED_PAYMENT = Expect(200)
+ACCEPTED_PAYMENT = Expect(200, code="2002500")
 
 
 class BadEnrollment(StrEnum):
@@ -270,6 +272,7 @@ class Mix:
     bad_payment_share: float = 0.06
     nik_dob_mismatch_share: float = 0.02  # legitimate: Dukcapil never re-issues a NIK to fix its date
     pay_delay_max_s: float = 2.0  # the worker pays a little after the office enrolled them
+    paid_inquiry_share: float = 0.2  # after paying in full, the worker asks again: the bill must read as paid
 
 
 # --- people -------------------------------------------------------------------------------------------
@@ -462,7 +465,7 @@ def spoil_payment(
             (whole, value + "0", value.replace(".", ","), float(value), "-" + value, "0.00", " " + value)
         )
         bad["paidAmount"] = {**body["paidAmount"], "value": spoilt}
-        return bad, Expect(400, kind.value)
+        return bad, Expect(400, kind.value, "4002501")
     others = [b for b in other_banks if b.partner_service_id.rjust(8) != body["partnerServiceId"]]
     if others and rng.random() < 0.5:  # the VA printed for another bank
         psid = rng.choice(others).partner_service_id.rjust(8)
@@ -473,7 +476,7 @@ def spoil_payment(
         pos = rng.randint(8, len(va) - 1)
         digit = str((int(va[pos]) + rng.randint(1, 9)) % 10)
         bad["virtualAccountNo"] = va[:pos] + digit + va[pos + 1 :]
-    return bad, Expect(404, kind.value)
+    return bad, Expect(404, kind.value, "4042512")
 
 
 # --- headers ------------------------------------------------------------------------------------------

@@ -1,21 +1,30 @@
-"""SNAP VA payment notification, in-process: codes, produced records, and hostile amounts."""
+"""SNAP VA payment notification, in-process: codes, produced records, and hostile amounts.
+
+Every request is signed like a bank signs it (HMAC-SHA512 with the bank's dev secret), so that the
+refusals below are the body's or the header's, not the signature's. Signature attacks, replays and
+the broker outage are in test_bank_payment_security.py.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 
+from connectors.bank.snap_signing import sign_transactional_hmac
 from connectors.kafka_edge import InMemoryProducer
-from services.config import Settings
+from services.config import DEV_BANK_SECRETS, Settings
 
 URL = "/v1.0/transfer-va/payment"
 CUSTOMER_NO = "123456789012345678"
 PSID = "   88001"  # MANDIRI in banks.json
 VA = PSID + CUSTOMER_NO
+WIB = timezone(timedelta(hours=7))
+NOW = "<now>"  # sentinel: sign with the current time
 
 
 def payment(**overrides: Any) -> dict[str, Any]:
@@ -34,29 +43,44 @@ def payment(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def now_ts(delta_s: float = 0, tz: timezone = WIB) -> str:
+    """X-TIMESTAMP as a bank sends it, `yyyy-MM-ddTHH:mm:ss+07:00`, `delta_s` away from now."""
+    ts = (datetime.now(tz) + timedelta(seconds=delta_s)).replace(microsecond=0).isoformat()
+    return ts.replace("+00:00", "Z")
+
+
 def snap_headers(
+    raw: bytes,
     token: str | None = "dev-token-mandiri",
     partner: str | None = "MANDIRI",
     external_id: str | None = "20250901000000000001",
-    timestamp: str | None = "2025-09-01T10:15:01+07:00",
+    timestamp: str | None = NOW,
     channel: str | None = "95221",
+    secret: str | None = None,
+    sign: bool = True,
 ) -> dict[str, str]:
+    """Headers of a SNAP payment call, signed like a bank: HMAC-SHA512 with `secret` (default: the dev secret
+    of `partner`) over POST:path:token:hex(sha256(minify(raw))):X-TIMESTAMP."""
+    ts = now_ts() if timestamp is NOW else timestamp
     out = {"Content-Type": "application/json"}
     for name, value in (
         ("Authorization", f"Bearer {token}" if token is not None else None),
         ("X-PARTNER-ID", partner),
         ("X-EXTERNAL-ID", external_id),
-        ("X-TIMESTAMP", timestamp),
+        ("X-TIMESTAMP", ts),
         ("CHANNEL-ID", channel),
     ):
         if value is not None:
             out[name] = value
+    if sign:
+        key = secret if secret is not None else DEV_BANK_SECRETS.get(partner or "", "unknown-partner-secret")
+        out["X-SIGNATURE"] = sign_transactional_hmac(key.encode(), "POST", URL, token or "", raw, ts or "")
     return out
 
 
 async def pay(client: httpx.AsyncClient, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await client.post(URL, content=content, headers=snap_headers(**kw))
+    return await client.post(URL, content=content, headers=snap_headers(content, **kw))
 
 
 def assert_snap_error(resp: httpx.Response, status: int, code: str, reason: str | None = None) -> None:
@@ -71,7 +95,8 @@ def assert_snap_error(resp: httpx.Response, status: int, code: str, reason: str 
 # --- happy path ----------------------------------------------------------------------------------------
 async def test_payment_200_after_ack(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
     raw = b" " + json.dumps(payment(), indent=2).encode()
-    resp = await pay(bank_client, raw)
+    ts = now_ts()
+    resp = await pay(bank_client, raw, timestamp=ts)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {
         "responseCode": "2002500",
@@ -96,13 +121,13 @@ async def test_payment_200_after_ack(bank_client: httpx.AsyncClient, producer: I
     assert rec.header("sinergi-event-id") is not None
     assert rec.header("sinergi-received-at") is not None
     assert rec.header("sinergi-channel-id") == b"95221"
-    assert rec.header("sinergi-x-timestamp") == b"2025-09-01T10:15:01+07:00"
+    assert rec.header("sinergi-x-timestamp") == ts.encode()
 
 
 async def test_same_payment_same_event_id(bank_client: httpx.AsyncClient, producer: InMemoryProducer) -> None:
     assert (await pay(bank_client, payment())).status_code == 200
     assert (await pay(bank_client, payment(), external_id="99")).status_code == 200
-    assert (await pay(bank_client, payment(paymentRequestId="OTHER"))).status_code == 200
+    assert (await pay(bank_client, payment(paymentRequestId="OTHER"), external_id="100")).status_code == 200
     ids = [r.header("sinergi-event-id") for r in producer.records]
     assert ids[0] == ids[1] != ids[2]
 
@@ -116,27 +141,33 @@ async def test_foreign_currency_with_fx_rate(bank_client: httpx.AsyncClient, pro
 
 
 async def test_utc_timestamp_accepted(bank_client: httpx.AsyncClient) -> None:
-    resp = await pay(bank_client, payment(), timestamp="2025-09-01T03:15:01Z")
+    resp = await pay(bank_client, payment(), timestamp=now_ts(tz=UTC))
     assert resp.status_code == 200, resp.text
 
 
-# --- auth ----------------------------------------------------------------------------------------------
+# --- auth (the attacks are in test_bank_payment_security.py) --------------------------------------------
 @pytest.mark.parametrize(
-    ("kw", "reason"),
+    ("kw", "code", "reason"),
     [
-        ({"token": None}, "UNAUTHORIZED"),
-        ({"token": "wrong"}, "UNAUTHORIZED"),
-        ({"token": "dev-token-kbri-kl"}, "UNAUTHORIZED"),  # an office token is not a bank token
-        ({"partner": "BNI"}, "PARTNER_ID_MISMATCH"),  # Mandiri's token, BNI's partner id
-        ({"token": "dev-token-bni"}, "PARTNER_ID_MISMATCH"),  # BNI's token, Mandiri's partner id
-        ({"partner": "mandiri"}, "PARTNER_ID_MISMATCH"),
+        ({"token": None}, "4012501", "TOKEN_INVALID"),
+        ({"token": "wrong"}, "4012501", "TOKEN_INVALID"),
+        ({"token": "dev-token-kbri-kl"}, "4012501", "TOKEN_INVALID"),  # an office token is not a bank token
+        ({"partner": "BNI"}, "4012501", "TOKEN_INVALID"),  # Mandiri's token, BNI's partner id (and secret)
+        ({"token": "dev-token-bni"}, "4012501", "TOKEN_INVALID"),  # BNI's token, Mandiri's partner id
+        ({"partner": "mandiri"}, "4012500", "UNKNOWN_PARTNER"),
+        ({"sign": False}, None, None),
+        ({"secret": "dev-client-secret-bni"}, "4012500", "SIGNATURE_INVALID"),
     ],
 )
-async def test_unauthorized_401(
-    bank_client: httpx.AsyncClient, producer: InMemoryProducer, kw: dict[str, Any], reason: str
+async def test_unauthorized(
+    bank_client: httpx.AsyncClient, producer: InMemoryProducer, kw: dict[str, Any], code: str | None, reason: str
 ) -> None:
     resp = await pay(bank_client, payment(), **kw)
-    assert_snap_error(resp, 401, "4012500", reason)
+    if code is None:  # no X-SIGNATURE: a missing mandatory header (auth.py), still nothing produced
+        assert_snap_error(resp, 400, "4002502", "HEADER_MISSING")
+        assert "X-SIGNATURE" in resp.json()["responseMessage"]
+    else:
+        assert_snap_error(resp, 401, code, reason)
     assert producer.attempts == 0
 
 
@@ -151,6 +182,7 @@ async def test_other_bank_cannot_pay_mandiri_va(bank_client: httpx.AsyncClient, 
     ("kw", "code", "reason"),
     [
         ({"partner": None}, "4002502", "HEADER_MISSING"),
+        ({"partner": "MANDIRI/1"}, "4002501", "HEADER_INVALID"),
         ({"external_id": None}, "4002502", "HEADER_MISSING"),
         ({"external_id": "12ab"}, "4002501", "HEADER_INVALID"),
         ({"external_id": "1" * 37}, "4002501", "HEADER_INVALID"),
@@ -315,11 +347,12 @@ async def test_no_personal_data_in_logs_or_errors(
 ) -> None:
     texts = []
     with caplog.at_level(logging.DEBUG):
-        texts.append((await pay(bank_client, payment())).text)
-        texts.append((await pay(bank_client, payment(customerNo="12345ABC"))).text)
-        texts.append((await pay(bank_client, payment(virtualAccountName=7))).text)
+        texts.append((await pay(bank_client, payment(), external_id="1")).text)
+        texts.append((await pay(bank_client, payment(customerNo="12345ABC"), external_id="2")).text)
+        texts.append((await pay(bank_client, payment(virtualAccountName=7), external_id="3")).text)
+        texts.append((await pay(bank_client, payment(paymentRequestId="X"), external_id="1")).text)  # 409
         producer.failing = "TIMEOUT"
-        texts.append((await pay(bank_client, payment())).text)
+        texts.append((await pay(bank_client, payment(), external_id="4")).text)
     logged = caplog.text + "".join(repr(r.__dict__) for r in caplog.records)
     assert "Siti Aminah" not in logged
     assert CUSTOMER_NO not in logged
@@ -331,8 +364,12 @@ async def test_openapi_and_health(bank_client: httpx.AsyncClient) -> None:
     spec = (await bank_client.get("/openapi.json")).json()
     op = spec["paths"]["/v1.0/transfer-va/payment"]["post"]
     assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/VaPaymentRequest")
-    assert {"200", "400", "401", "404", "503"} <= set(op["responses"])
+    assert {"200", "400", "401", "404", "409", "413", "415", "503"} <= set(op["responses"])
+    for code in ("4012500", "4012501", "4092500", "UNKNOWN_PARTNER", "TIMESTAMP_OUT_OF_WINDOW", "SIGNATURE_INVALID"):
+        assert code in json.dumps(op["responses"]), code
     assert {"VaPaymentResponse", "SnapError", "Amount"} <= set(spec["components"]["schemas"])
+    fx = spec["components"]["schemas"]["PaymentAdditionalInfo"]["properties"]["fxRate"]["description"]
+    assert all(currency in fx for currency in ("MYR", "HKD", "TWD", "SGD", "IDR"))
     names = {p["name"].lower() for p in op["parameters"]}
-    assert {"authorization", "x-partner-id", "x-external-id", "x-timestamp", "channel-id"} <= names
+    assert {"authorization", "x-partner-id", "x-external-id", "x-timestamp", "x-signature", "channel-id"} <= names
     assert (await bank_client.get("/healthz")).json() == {"status": "ok"}

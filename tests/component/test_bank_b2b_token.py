@@ -11,7 +11,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_bank_api import assert_snap_error
+from test_bank_api import assert_snap_error, snap_headers
 
 from connectors.bank.app import create_bank_app
 from connectors.bank.snap_signing import SnapKeyError, sign_rsa_sha256, string_to_sign_token
@@ -108,15 +108,8 @@ async def pay(client: httpx.AsyncClient, token: str, external_id: str = "2025090
         "channelCode": "6011",
         "partnerReferenceNo": "MDR123",
     }
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {token}",
-        "X-PARTNER-ID": "MANDIRI",
-        "X-EXTERNAL-ID": external_id,
-        "X-TIMESTAMP": "2025-09-01T10:15:01+07:00",
-        "CHANNEL-ID": "95221",
-    }
-    return await client.post(PAY_URL, content=json.dumps(body).encode(), headers=headers)
+    raw = json.dumps(body).encode()
+    return await client.post(PAY_URL, content=raw, headers=snap_headers(raw, token=token, external_id=external_id))
 
 
 # --- success ---------------------------------------------------------------------------------------------
@@ -237,7 +230,7 @@ async def test_expired_token_refused_on_payment(
     assert (await pay(client, token)).status_code == 200
     clock.now += 1
     resp = await pay(client, token, external_id="20250901000000000002")
-    assert_snap_error(resp, 401, "4012500", "UNAUTHORIZED")
+    assert_snap_error(resp, 401, "4012501", "TOKEN_INVALID")
     assert len(producer.records) == 1
 
 
@@ -249,7 +242,7 @@ async def test_short_ttl_from_settings(producer: InMemoryProducer, mandiri_key: 
         body = (await get_token(c, token_headers(mandiri_key[0]))).json()
         assert body["expiresIn"] == "1"
         clock.now += 1
-        assert_snap_error(await pay(c, body["accessToken"]), 401, "4012500", "UNAUTHORIZED")
+        assert_snap_error(await pay(c, body["accessToken"]), 401, "4012501", "TOKEN_INVALID")
     assert producer.attempts == 0
 
 
@@ -257,7 +250,7 @@ async def test_token_of_one_bank_cannot_pay_as_another(
     client: httpx.AsyncClient, producer: InMemoryProducer, bni_key: tuple[bytes, str]
 ) -> None:
     token = (await get_token(client, token_headers(bni_key[0], client_id="BNI"))).json()["accessToken"]
-    assert_snap_error(await pay(client, token), 401, "4012500", "PARTNER_ID_MISMATCH")
+    assert_snap_error(await pay(client, token), 401, "4012501", "TOKEN_INVALID")
     assert producer.attempts == 0
 
 

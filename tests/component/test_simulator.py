@@ -1,64 +1,167 @@
-"""The simulator against the real partner APIs in-process (ASGI transport, in-memory producer)."""
+"""The simulator against the real partner APIs in-process (ASGI transport, in-memory producer).
+
+The bank API's inquiry answers from a read model (MemberBook) that production feeds from members.v1. Here
+`ReconcilingProducer` plays the pipeline behind the APIs with the pure domain functions the workers use
+(normalize_enrollment / normalize_payment -> on_enrollment / on_payment) and applies every member version
+to the book, optionally after a lag, so the simulator meets the same asynchrony as against a real hub.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from connectors.bank.app import create_bank_app
-from connectors.kafka_edge import InMemoryProducer
+from connectors.bank.member_book import MemberBook
+from connectors.kafka_edge import Headers, InMemoryProducer
 from connectors.kbri.app import create_kbri_app
+from services.bank_client import (
+    INQUIRY_PATH,
+    STATEMENT_PATH,
+    bank_sim_call,
+    cli_credentials,
+    generate_key_pair,
+    write_private_keys,
+)
 from services.catalogue import ENROLLMENTS_RAW, PAYMENTS_RAW
 from services.config import Settings
-from services.simulation.generators import Mix
+from services.context import build_context
+from services.domain.dates import wib_date
+from services.domain.enrollment import normalize_enrollment
+from services.domain.payment import normalize_payment
+from services.domain.reconcile import MemberState, on_enrollment, on_payment
+from services.simulation.generators import Mix, OfficeRef, enrollment_body, kbri_headers
 from services.simulator import RetryPolicy, Simulator
 
-FAST = RetryPolicy(initial_s=0.001, max_s=0.01, request_deadline_s=5.0, ready_deadline_s=5.0)
+FAST = RetryPolicy(initial_s=0.001, max_s=0.01, request_deadline_s=5.0, ready_deadline_s=5.0, read_model_deadline_s=5.0)
 NO_DELAY = Mix(pay_delay_max_s=0.0)
+STATEMENTS_RAW = "bank.statements.raw"
+BANKS = ("MANDIRI", "BNI", "MAYBANK_MY")
 
 
-class Flaky(httpx.AsyncBaseTransport):
-    """Refuses the first `failures` connections, then delegates (an API that is still starting)."""
+class ReconcilingProducer(InMemoryProducer):
+    """Acknowledges like InMemoryProducer, then (after `lag_s`) applies what the workers would make of the
+    record to `book`: the reconciler's member versions, as members.v1 would carry them to the bank API."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, failures: int) -> None:
+    def __init__(self, settings: Settings, book: MemberBook, lag_s: float = 0.0) -> None:
+        super().__init__()
+        self.book = book
+        self.lag_s = lag_s
+        self._settings = settings
+        self._ctx = build_context(settings, codec=None)
+        self._states: dict[str, MemberState] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def send(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        await super().send(topic, key, value, headers)
+        if topic in (ENROLLMENTS_RAW.name, PAYMENTS_RAW.name):
+            task = asyncio.create_task(self._apply(topic, value, dict(headers)))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _apply(self, topic: str, value: bytes, headers: dict[str, bytes]) -> None:
+        if self.lag_s:
+            await asyncio.sleep(self.lag_s)
+        body = json.loads(value)
+        received = datetime.fromisoformat(headers["sinergi-received-at"].decode())
+        if topic == ENROLLMENTS_RAW.name:
+            enrollment = normalize_enrollment(
+                body,
+                office_code=headers["sinergi-office"].decode(),
+                request_id=headers["sinergi-request-id"].decode(),
+                received_at=received,
+                known_offices=self._ctx.offices,
+                participant_key=self._ctx.participant_key,
+                encrypt_pii=self._ctx.encrypt_pii,
+                tariff=self._ctx.tariff_on(received),
+            )
+            pid = enrollment.participant_id
+            decision = on_enrollment(
+                self._states.get(pid), enrollment, self._ctx.tariff_table, self._settings.bill_validity_days
+            )
+        else:
+            bank = self._ctx.banks[headers["sinergi-bank"].decode()]
+            payment = normalize_payment(
+                body,
+                bank_id=bank.bank_id,
+                partner_service_id=bank.partner_service_id,
+                allowed_currencies=bank.currencies,
+                external_id=headers["sinergi-external-id"].decode(),
+                received_at=received,
+            )
+            pid = payment.participant_id
+            decision = on_payment(self._states.get(pid), payment)
+        if decision.new_state is not None:
+            self._states[pid] = decision.new_state
+        for record in decision.records:
+            self.book.apply(record)
+
+
+class Switchable(httpx.AsyncBaseTransport):
+    """Refuses the first `failures` connections, answers FastAPI's bare 404 for `missing` paths, and lets
+    a test swap the app behind it (an API restart), else delegates."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, failures: int = 0, missing: frozenset[str] = frozenset()):
         self.inner = inner
         self.failures = failures
+        self.missing = missing
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.failures > 0:
             self.failures -= 1
             raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path in self.missing:
+            return httpx.Response(404, json={"detail": "Not Found"})
         return await self.inner.handle_async_request(request)
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings()
+def settings(tmp_path: Path) -> Settings:
+    # An own data directory: key files of a running `make demo` must not leak into the test.
+    return Settings(data_dir=tmp_path)
 
 
 @pytest.fixture
-def producer() -> InMemoryProducer:
-    return InMemoryProducer()
+def book() -> MemberBook:
+    book = MemberBook()
+    book.mark_ready()
+    return book
 
 
 @pytest.fixture
-async def clients(
-    settings: Settings, producer: InMemoryProducer
-) -> AsyncIterator[Callable[..., tuple[httpx.AsyncClient, httpx.AsyncClient]]]:
+def producer(settings: Settings, book: MemberBook) -> ReconcilingProducer:
+    return ReconcilingProducer(settings, book)
+
+
+Clients = Callable[..., tuple[httpx.AsyncClient, httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def clients(settings: Settings, producer: ReconcilingProducer, book: MemberBook) -> AsyncIterator[Clients]:
     opened: list[httpx.AsyncClient] = []
 
-    def make(kbri_failures: int = 0, bank_failures: int = 0) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    def make(
+        kbri_failures: int = 0,
+        bank_failures: int = 0,
+        missing: frozenset[str] = frozenset(),
+        bank_settings: Settings | None = None,
+    ) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        kbri_app = create_kbri_app(settings, producer)
+        bank_app = create_bank_app(bank_settings or settings, producer, book=book)
         kbri = httpx.AsyncClient(
-            transport=Flaky(httpx.ASGITransport(app=create_kbri_app(settings, producer)), kbri_failures),
-            base_url="http://kbri.test",
+            transport=Switchable(httpx.ASGITransport(app=kbri_app), kbri_failures), base_url="http://kbri.test"
         )
         bank = httpx.AsyncClient(
-            transport=Flaky(httpx.ASGITransport(app=create_bank_app(settings, producer)), bank_failures),
+            transport=Switchable(httpx.ASGITransport(app=bank_app), bank_failures, missing),
             base_url="http://bank.test",
         )
         opened.extend((kbri, bank))
@@ -72,31 +175,65 @@ async def clients(
 def _personal_values(producer: InMemoryProducer) -> set[str]:
     values: set[str] = set()
     for record in producer.records:
-        body = json.loads(record.value)
         if record.topic == ENROLLMENTS_RAW.name:
+            body = json.loads(record.value)
             values |= {body["nik"], body["passport_number"], body["full_name"]}
-        else:
+        elif record.topic == PAYMENTS_RAW.name:
+            body = json.loads(record.value)
             values |= {body["virtualAccountNo"].strip(), body["customerNo"]}
     return values
 
 
-async def test_a_round_enrolls_pays_and_gets_the_expected_refusals(
-    settings: Settings, producer: InMemoryProducer, clients: Any
+def _round_line(lines: list[str], number: int = 1) -> str:
+    (line,) = [line for line in lines if line.startswith(f"round {number}:")]
+    return line
+
+
+def _with_b2b_keys(settings: Settings, tmp_path: Path) -> tuple[Settings, Settings]:
+    """(simulator settings with a private key per bank, API settings with the matching public keys)."""
+    pairs = {bank: generate_key_pair() for bank in BANKS}
+    write_private_keys(tmp_path / "keys", pairs)
+    api = settings.model_copy(update={"bank_public_keys": {b: [p.public_pem] for b, p in pairs.items()}})
+    sim = settings.model_copy(update={"bank_sim_key_dir": tmp_path / "keys"})
+    return sim, api
+
+
+async def test_a_round_inquires_pays_attacks_and_uploads_one_statement_per_bank(
+    settings: Settings, producer: ReconcilingProducer, clients: Clients, tmp_path: Path
 ) -> None:
-    kbri, bank = clients()
+    sim_settings, api_settings = _with_b2b_keys(settings, tmp_path)
+    kbri, bank = clients(bank_settings=api_settings)
     lines: list[str] = []
     mix = Mix(
-        pay_delay_max_s=0.0, bad_enrollment_share=0.2, bad_payment_share=0.2, partial_share=0.3, duplicate_share=0.3
+        pay_delay_max_s=0.0,
+        bad_enrollment_share=0.2,
+        bad_payment_share=0.2,
+        partial_share=0.3,
+        duplicate_share=0.3,
+        paid_inquiry_share=0.5,
     )
-    sim = Simulator(settings, kbri, bank, rate=0, seed=7, mix=mix, retry=FAST, out=lines.append)
+    sim = Simulator(sim_settings, kbri, bank, rate=0, seed=7, mix=mix, retry=FAST, out=lines.append)
     status = await sim.run(forever=False, members=60, stop=asyncio.Event())
 
     assert status == 0, lines
     assert lines[0].startswith("simulator: seed 7, 60 members per round")
-    (round_line,) = [line for line in lines if line.startswith("round 1")]
-    assert "unexpected 0" in round_line and "gave up 0" in round_line
-    for code in ("NIK_", "AMOUNT_FORMAT", "VA_MISMATCH", "partial", "duplicate", "IDR"):
-        assert code in round_line, round_line
+    assert "MANDIRI (B2B token)" in lines[0]
+    line = _round_line(lines)
+    assert "unexpected 0" in line and "gave up 0" in line, line
+    for code in ("NIK_", "AMOUNT_FORMAT", "VA_MISMATCH", "partial", "duplicate", "replay", "IDR"):
+        assert code in line, line
+    # the checks every bank gets at the end of the round, and the bills read as paid afterwards
+    for reason, per_bank in (
+        ("VA_NOT_FOUND", 1),
+        ("SIGNATURE_INVALID", 1),
+        ("TIMESTAMP_OUT_OF_WINDOW", 1),
+        ("EXTERNAL_ID_CONFLICT", 1),
+    ):
+        assert f"{reason} {per_bank * len(BANKS)}" in line, line
+    assert "BILL_PAID" in line
+    assert f"B2B tokens {len(BANKS)}" in line  # one per bank: cached for the whole round
+    assert f"statements {len(BANKS)} [SNAP_STATEMENT {len(BANKS)};" in line
+    assert "skipped" not in line
 
     enrollments = [r for r in producer.records if r.topic == ENROLLMENTS_RAW.name]
     payments = [r for r in producer.records if r.topic == PAYMENTS_RAW.name]
@@ -104,24 +241,156 @@ async def test_a_round_enrolls_pays_and_gets_the_expected_refusals(
     assert len(payments) > len(enrollments)  # instalments and resends
     currencies = {json.loads(p.value)["paidAmount"]["currency"] for p in payments}
     assert {"IDR", "MYR"} <= currencies and currencies & {"HKD", "TWD"}
-    # no personal value ever reaches the output
+    foreign = [json.loads(p.value) for p in payments if json.loads(p.value)["paidAmount"]["currency"] != "IDR"]
+    assert all("fxRate" in p["additionalInfo"] for p in foreign)
+
+    # one statement per bank covering exactly the bank's distinct accepted payments of the round
+    distinct = {(dict(r.headers)["sinergi-bank"], json.loads(r.value)["paymentRequestId"]) for r in payments}
+    entries = [json.loads(r.value) for r in producer.records if r.topic == STATEMENTS_RAW]
+    assert Counter(e["bank_id"] for e in entries) == Counter(bank.decode() for bank, _ in distinct)
+    assert f"{len(entries)} entries]" in line
+    assert {e["source"] for e in entries} == {"SNAP_STATEMENT"}
+
+    # every member the simulator paid in full reads as paid in the bank API's read model
+    paid_members = int(line.split("| paid ")[1].split(" ")[0])
+    assert sum(1 for e in enrollments if _fully_paid(producer.book, e)) >= paid_members
+
     output = "\n".join(lines)
     leaked = [v for v in _personal_values(producer) if v in output]
     assert not leaked
 
 
-async def test_same_seed_same_traffic(settings: Settings, clients: Any) -> None:
+def _fully_paid(book: MemberBook, record: Any) -> bool:
+    view = book.get(record.key.decode())
+    return view is not None and view.outstanding_idr == 0
+
+
+async def test_statement_formats_rotate_between_rounds(
+    settings: Settings, producer: ReconcilingProducer, clients: Clients
+) -> None:
+    kbri, bank = clients()
+    stop = asyncio.Event()
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if line.startswith("round 4"):
+            stop.set()
+
+    sim = Simulator(settings, kbri, bank, rate=0, seed=11, mix=NO_DELAY, retry=FAST, out=out)
+    assert await sim.run(forever=True, members=12, stop=stop) == 0
+    for number, fmt in enumerate(("SNAP_STATEMENT", "MT940", "CSV", "CAMT054"), start=1):
+        line = _round_line(lines, number)
+        assert "unexpected 0" in line, line
+        assert "[" + fmt + " " in line.split("| statements ")[1], line
+    sources = Counter(json.loads(r.value)["source"] for r in producer.records if r.topic == STATEMENTS_RAW)
+    assert set(sources) == {"SNAP_STATEMENT", "MT940", "CSV", "CAMT054"}
+    assert "B2B tokens 0" in lines[-1]  # no private key: the static development tokens
+
+
+async def test_endpoints_that_are_not_deployed_are_skipped_and_counted(
+    settings: Settings, producer: ReconcilingProducer, clients: Clients
+) -> None:
+    """FastAPI's bare 404 (no SNAP responseCode) means "not deployed": inquiries and statement uploads are
+    skipped with one announcement each and a count per round; payments still flow; the run is clean."""
+    kbri, bank = clients(missing=frozenset({INQUIRY_PATH, STATEMENT_PATH}))
+    stop = asyncio.Event()
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if line.startswith("round 2"):
+            stop.set()
+
+    sim = Simulator(settings, kbri, bank, rate=0, seed=5, mix=NO_DELAY, retry=FAST, out=out)
+    assert await sim.run(forever=True, members=10, stop=stop) == 0
+    notices = [line for line in lines if "without a SNAP responseCode" in line]
+    assert len(notices) == 2 and any(INQUIRY_PATH in n for n in notices) and any(STATEMENT_PATH in n for n in notices)
+    for number in (1, 2):
+        line = _round_line(lines, number)
+        assert "unexpected 0" in line, line
+        skipped = line.split("skipped, endpoint missing ")[1].split(" |")[0]
+        assert f"statement {len(BANKS)}" in skipped and "inquiry " in skipped, line
+        assert "inquiries 0 " in line and "statements 0 " in line
+        assert "VA_NOT_FOUND" not in line
+    assert any(r.topic == PAYMENTS_RAW.name for r in producer.records)
+    assert not any(r.topic == STATEMENTS_RAW for r in producer.records)
+
+
+async def test_a_snap_404_is_an_answer_not_a_missing_endpoint(settings: Settings, clients: Clients) -> None:
+    """A VA the read model never learns: inquiry keeps answering 4042412 (a SNAP 404), the simulator asks
+    again until the read-model deadline, then reports it and takes no payment for that bill."""
+    quiet = InMemoryProducer()  # nothing reaches the read model
+    book = MemberBook()
+    book.mark_ready()
+    kbri = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_kbri_app(settings, quiet)), base_url="http://kbri.test"
+    )
+    bank = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_bank_app(settings, quiet, book=book)), base_url="http://bank.test"
+    )
+    retry = RetryPolicy(initial_s=0.001, max_s=0.005, request_deadline_s=5.0, read_model_deadline_s=0.05)
+    lines: list[str] = []
+    async with kbri, bank:
+        sim = Simulator(settings, kbri, bank, rate=0, seed=3, mix=NO_DELAY, retry=retry, out=lines.append)
+        assert await sim.run(forever=False, members=3, stop=asyncio.Event()) == 1
+    line = _round_line(lines)
+    assert "inquiry:404:VA_NOT_FOUND 3" in line and "skipped" not in line, line
+    assert "read model waits 0" not in line
+    assert not any(r.topic == PAYMENTS_RAW.name for r in quiet.records)
+
+
+async def test_waits_for_a_read_model_that_lags_behind(settings: Settings, book: MemberBook, clients: Clients) -> None:
+    producer = ReconcilingProducer(settings, book, lag_s=0.03)
+    kbri = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_kbri_app(settings, producer)), base_url="http://kbri.test"
+    )
+    bank = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_bank_app(settings, producer, book=book)), base_url="http://bank.test"
+    )
+    lines: list[str] = []
+    mix = Mix(pay_delay_max_s=0.0, paid_inquiry_share=1.0, partial_share=0.5)
+    async with kbri, bank:
+        sim = Simulator(settings, kbri, bank, rate=0, seed=8, mix=mix, retry=FAST, out=lines.append)
+        assert await sim.run(forever=False, members=6, stop=asyncio.Event()) == 0, lines
+    line = _round_line(lines)
+    assert "read model waits 0" not in line and "unexpected 0" in line, line
+    assert "BILL_PAID" in line
+
+
+async def test_b2b_token_is_renewed_after_the_api_forgot_it(
+    settings: Settings, producer: ReconcilingProducer, book: MemberBook, clients: Clients, tmp_path: Path
+) -> None:
+    sim_settings, api_settings = _with_b2b_keys(settings, tmp_path)
+    kbri, bank = clients(bank_settings=api_settings)
+    lines: list[str] = []
+    sim = Simulator(sim_settings, kbri, bank, rate=0, seed=9, mix=NO_DELAY, retry=FAST, out=lines.append)
+    assert await sim.wait_ready(asyncio.Event())
+    first, _ = await sim.run_round(1, 6, asyncio.Event())
+    assert first.ok and first.tokens == len(BANKS), first.line("round 1")
+
+    # A restarted bank API: same configuration, an empty token table.
+    bank._transport.inner = httpx.ASGITransport(app=create_bank_app(api_settings, producer, book=book))  # type: ignore[attr-defined]
+    second, _ = await sim.run_round(2, 6, asyncio.Event())
+    assert second.ok, second.line("round 2")
+    assert second.tokens == len(BANKS)  # renewed once per bank after TOKEN_INVALID, then cached again
+
+
+async def test_same_seed_same_traffic(settings: Settings) -> None:
     def bodies(producer: InMemoryProducer) -> list[bytes]:
         return sorted(r.value for r in producer.records if r.topic == ENROLLMENTS_RAW.name)
 
     runs = []
     for _ in range(2):
-        producer = InMemoryProducer()
+        book = MemberBook()
+        book.mark_ready()
+        producer = ReconcilingProducer(settings, book)
         kbri = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_kbri_app(settings, producer)), base_url="http://kbri.test"
         )
         bank = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_bank_app(settings, producer)), base_url="http://bank.test"
+            transport=httpx.ASGITransport(app=create_bank_app(settings, producer, book=book)),
+            base_url="http://bank.test",
         )
         async with kbri, bank:
             sim = Simulator(settings, kbri, bank, rate=0, seed=99, mix=NO_DELAY, retry=FAST, out=lambda _: None)
@@ -130,18 +399,16 @@ async def test_same_seed_same_traffic(settings: Settings, clients: Any) -> None:
     assert runs[0] == runs[1]
 
 
-async def test_waits_for_apis_that_are_still_starting(
-    settings: Settings, producer: InMemoryProducer, clients: Any
-) -> None:
+async def test_waits_for_apis_that_are_still_starting(settings: Settings, clients: Clients) -> None:
     kbri, bank = clients(kbri_failures=5, bank_failures=5)
     lines: list[str] = []
     sim = Simulator(settings, kbri, bank, rate=0, seed=1, mix=NO_DELAY, retry=FAST, out=lines.append)
-    assert await sim.run(forever=False, members=5, stop=asyncio.Event()) == 0
+    assert await sim.run(forever=False, members=5, stop=asyncio.Event()) == 0, lines
     assert any("waiting for the APIs" in line for line in lines)
 
 
 async def test_retries_connection_errors_and_503_with_the_same_request(
-    settings: Settings, producer: InMemoryProducer, clients: Any
+    settings: Settings, producer: ReconcilingProducer, clients: Clients
 ) -> None:
     kbri, bank = clients()
     lines: list[str] = []
@@ -163,7 +430,7 @@ async def test_retries_connection_errors_and_503_with_the_same_request(
     assert stats.enrolled == sum(1 for r in producer.records if r.topic == ENROLLMENTS_RAW.name)
 
 
-async def test_gives_up_when_the_apis_never_answer(settings: Settings, clients: Any) -> None:
+async def test_gives_up_when_the_apis_never_answer(settings: Settings, clients: Clients) -> None:
     kbri, bank = clients(kbri_failures=10**9)
     lines: list[str] = []
     retry = RetryPolicy(initial_s=0.001, max_s=0.01, ready_deadline_s=0.1)
@@ -172,9 +439,7 @@ async def test_gives_up_when_the_apis_never_answer(settings: Settings, clients: 
     assert "did not answer" in lines[-1]
 
 
-async def test_forever_runs_rounds_until_stopped_and_exits_0(
-    settings: Settings, producer: InMemoryProducer, clients: Any
-) -> None:
+async def test_forever_runs_rounds_until_stopped_and_exits_0(settings: Settings, clients: Clients) -> None:
     kbri, bank = clients()
     stop = asyncio.Event()
     lines: list[str] = []
@@ -189,7 +454,7 @@ async def test_forever_runs_rounds_until_stopped_and_exits_0(
     assert [line.split(":")[0] for line in lines[1:]] == ["round 1", "round 2", "total of 2 round(s)"]
 
 
-async def test_stop_interrupts_a_round_cleanly(settings: Settings, clients: Any) -> None:
+async def test_stop_interrupts_a_round_cleanly(settings: Settings, clients: Clients) -> None:
     kbri, bank = clients()
     stop = asyncio.Event()
     lines: list[str] = []
@@ -214,3 +479,54 @@ async def test_unexpected_answers_are_counted_and_fail_a_single_round(settings: 
         sim = Simulator(settings, kbri, bank, rate=0, seed=5, mix=NO_DELAY, retry=FAST, out=lines.append)
         assert await sim.run(forever=False, members=3, stop=asyncio.Event()) == 1
     assert "enrollment:500:INTERNAL_ERROR" in lines[-1]
+
+
+async def _poll(check: Callable[[], Any], deadline_s: float = 5.0) -> Any:
+    """Poll `check` (async) until it returns something truthy or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while True:
+        result = await check()
+        if result or loop.time() > end:
+            return result
+        await asyncio.sleep(0.01)
+
+
+async def test_bank_sim_commands_send_requests_the_bank_api_accepts(
+    settings: Settings, producer: ReconcilingProducer, book: MemberBook, tmp_path: Path
+) -> None:
+    """`sinergi bank-sim token | inquire | pay | statement` against the in-process bank API."""
+    sim_settings, api_settings = _with_b2b_keys(settings, tmp_path)
+    bank = httpx.ASGITransport(app=create_bank_app(api_settings, producer, book=book))
+    creds = cli_credentials(sim_settings, "MANDIRI", secret=None, key_file=None, token=None)
+    assert creds.private_key_pem is not None
+
+    text, ok = await bank_sim_call("http://bank.test", creds, "token", transport=bank)
+    assert ok and '"responseCode": "2007300"' in text and "> X-CLIENT-KEY: MANDIRI" in text
+
+    office = OfficeRef("KBRI_KUALA_LUMPUR", "MY")
+    body = enrollment_body(random.Random(4), office, wib_date(datetime.now(UTC)), Mix(jht_share=0.0))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_kbri_app(settings, producer)), base_url="http://kbri.test"
+    ) as kbri:
+        enrolled = await kbri.post("/v1/enrollments", json=body, headers=kbri_headers("dev-token-kbri-kl", "KL-1"))
+    assert enrolled.status_code == 202, enrolled.text
+    va = enrolled.json()["bill"]["virtual_accounts"]["MANDIRI"].strip()  # as typed in a shell
+    amount = f"{enrolled.json()['bill']['amount_idr']}.00"
+
+    async def inquire(expected: str) -> str | None:
+        text, _ = await bank_sim_call("http://bank.test", creds, "inquire", transport=bank, va=va)
+        return text if f'"responseCode": "{expected}"' in text else None
+
+    shown = await _poll(lambda: inquire("2002400"))
+    assert shown is not None and f'"value": "{amount}"' in shown and "> X-SIGNATURE: " in shown
+    text, ok = await bank_sim_call("http://bank.test", creds, "pay", transport=bank, va=va, amount=amount)
+    assert ok and '"responseCode": "2002500"' in text, text
+    assert await _poll(lambda: inquire("4042414")) is not None
+
+    mt940 = Path(__file__).parents[1] / "unit" / "data" / "statements" / "bni_20250715.sta"
+    text, ok = await bank_sim_call(
+        "http://bank.test", creds, "statement", transport=bank, content=mt940.read_bytes(), filename=mt940.name
+    )
+    assert ok and '"responseCode": "2001400"' in text and "> CHANNEL-ID" not in text, text
+    assert f"> POST {STATEMENT_PATH}?filename={mt940.name}" in text

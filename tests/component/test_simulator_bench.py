@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 import httpx
 
 from connectors.bank.app import create_bank_app
+from connectors.bank.snap_signing import sign_transactional_hmac
 from connectors.kafka_edge import InMemoryProducer
 from connectors.kbri.app import create_kbri_app
 from services.bench import RawRecord, build_backlog, percentile
-from services.config import Settings
+from services.config import DEV_BANK_SECRETS, Settings
 from services.simulator import world_from_settings
+
+PAY_PATH = "/v1.0/transfer-va/payment"
 
 
 def _headers_without_time(record: RawRecord | object) -> dict[str, bytes]:
@@ -53,14 +56,19 @@ async def test_backlog_records_equal_what_the_apis_produce() -> None:
         for ours in backlog.payments:
             h = dict(ours.headers)
             bank_id = h["sinergi-bank"].decode()
+            x_timestamp = h["sinergi-x-timestamp"].decode()
+            signature = sign_transactional_hmac(
+                DEV_BANK_SECRETS[bank_id].encode(), "POST", PAY_PATH, banks[bank_id], ours.value, x_timestamp
+            )
             response = await bank.post(
-                "/v1.0/transfer-va/payment",
+                PAY_PATH,
                 content=ours.value,
                 headers={
                     "Authorization": f"Bearer {banks[bank_id]}",
                     "X-PARTNER-ID": bank_id,
                     "X-EXTERNAL-ID": h["sinergi-external-id"].decode(),
-                    "X-TIMESTAMP": h["sinergi-x-timestamp"].decode(),
+                    "X-TIMESTAMP": x_timestamp,
+                    "X-SIGNATURE": signature,
                     "CHANNEL-ID": h["sinergi-channel-id"].decode(),
                     "Content-Type": "application/json",
                 },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -12,11 +13,13 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, DeserializingConsumer
 
+from connectors.bank.snap_signing import sign_transactional_hmac
 from services.supervisor import Supervisor
 
 DEADLINE_S = 120.0
 OFFICE_TOKENS = {"KBRI_KUALA_LUMPUR": "dev-token-kbri-kl", "KDEI_TAIPEI": "dev-token-kdei-tpe"}
 BANK_TOKENS = {"MANDIRI": "dev-token-mandiri", "BNI": "dev-token-bni"}
+PAY_PATH = "/v1.0/transfer-va/payment"
 
 
 def make_nik(rng: random.Random, female: bool = False) -> str:
@@ -65,14 +68,21 @@ def pay(hub: Supervisor, bank: str, va: str, amount_idr: int) -> httpx.Response:
         "trxDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
         "channelCode": "6011",
     }
+    raw = json.dumps(body).encode()
+    token = BANK_TOKENS[bank]
+    timestamp = datetime.now(UTC).isoformat(timespec="seconds")
+    # Signed like a bank: HMAC-SHA512 with the bank's (first) client secret over the exact bytes sent.
+    secret = s.bank_client_secrets[bank][0].get_secret_value().encode()
     return httpx.post(
-        f"http://{s.http_host}:{s.bank_api_port}/v1.0/transfer-va/payment",
-        json=body,
+        f"http://{s.http_host}:{s.bank_api_port}{PAY_PATH}",
+        content=raw,
         headers={
-            "Authorization": f"Bearer {BANK_TOKENS[bank]}",
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
             "X-PARTNER-ID": bank,
             "X-EXTERNAL-ID": str(random.randint(10**15, 10**16)),
-            "X-TIMESTAMP": datetime.now(UTC).isoformat(timespec="seconds"),
+            "X-TIMESTAMP": timestamp,
+            "X-SIGNATURE": sign_transactional_hmac(secret, "POST", PAY_PATH, token, raw, timestamp),
             "CHANNEL-ID": "95221",
         },
         timeout=30,

@@ -23,6 +23,7 @@ from services.domain.identity import participant_id
 from services.domain.models import Enrollment, ParticipantType, Payment, Program, Sex
 from services.domain.nik import PROVINCES, check_nik
 from services.domain.payment import normalize_payment, to_idr
+from services.domain.statements import check_totals, detect_format, parse_statement
 from services.domain.tariff import bill_amount_idr, load_tariffs
 from services.reference import load_banks, load_offices, load_tariff_document
 from services.simulation.generators import (
@@ -46,7 +47,17 @@ from services.simulation.generators import (
     spoil_enrollment,
     spoil_payment,
 )
-from services.simulator import world_from_settings
+from services.simulation.statements import (
+    ROTATION,
+    Statement,
+    StatementFormat,
+    StatementLine,
+    bank_ref,
+    build_statement,
+    collection_account_no,
+    in_booking_order,
+)
+from services.simulator import amount_idr_of, world_from_settings
 
 SETTINGS = Settings()
 RECEIVED = datetime(2025, 9, 1, 3, 20, tzinfo=UTC)
@@ -293,3 +304,88 @@ def test_placed_24_month_bill_is_the_typical_370000() -> None:
     tariff = TARIFFS.tariff_on(TODAY)
     bill = bill_amount_idr(tariff, ParticipantType.PLACED, 24, [Program.JKK, Program.JKM])
     assert bill.total_idr == 370_000
+
+
+# --- statement files -------------------------------------------------------------------------------------
+def _statement_lines(rng: random.Random, n: int) -> list[StatementLine]:
+    """Credits as the simulator builds them: from valid payments (IDR or foreign with an exact rupiah amount)."""
+    lines = []
+    for i in range(n):
+        script = plan_member(rng, WORLD, TODAY)
+        amount = rng.choice((370_000, 494_500, 105_000, 1_250_000))
+        body = payment_body(
+            rng,
+            bank=script.bank,
+            customer_no=f"{rng.randrange(10**18):018d}",
+            amount_idr=amount,
+            currency=script.currency,
+            paid_at=RECEIVED + timedelta(minutes=i),
+            utc_offset_h=8,
+        )
+        lines.append(
+            StatementLine(
+                amount_idr=amount_idr_of(body),
+                booked_at=RECEIVED + timedelta(minutes=i),
+                payment_request_id=body["paymentRequestId"],
+                virtual_account_no=body["virtualAccountNo"],
+                origin_value=body["paidAmount"]["value"],
+                origin_currency=body["paidAmount"]["currency"],
+            )
+        )
+    return lines
+
+
+@pytest.mark.parametrize("fmt", list(StatementFormat))
+@given(seed=st.integers(0, 2**32), count=st.integers(0, 25), opening=st.integers(0, 10**12))
+@hsettings(max_examples=25, deadline=None)
+def test_statement_files_parse_with_zero_errors_and_add_up(
+    fmt: StatementFormat, seed: int, count: int, opening: int
+) -> None:
+    rng = random.Random(seed)
+    lines = in_booking_order(_statement_lines(rng, count))
+    statement = Statement(
+        bank_id="BNI",
+        account_no=collection_account_no("   88002"),
+        reference=f"SIM{seed % 10**6:06d}R0001",
+        statement_date=TODAY,
+        sequence=1,
+        opening_idr=opening,
+        lines=lines,
+    )
+    upload = build_statement(statement, fmt)
+    result = parse_statement(upload.content, bank_id="BNI", imported_at=RECEIVED, filename=upload.filename)
+
+    assert result.errors == []
+    assert detect_format(upload.content) == fmt.value == result.source.value
+    assert upload.content_type in {"application/json", "text/plain", "text/csv", "application/xml"}
+    assert [e.amount for e in result.entries] == [Decimal(line.amount_idr) for line in lines]
+    assert all(e.direction.value == "CREDIT" and e.currency == "IDR" for e in result.entries)
+    assert [e.bank_ref for e in result.entries] == [bank_ref("BNI", line.payment_request_id) for line in lines]
+    assert len({e.entry_id for e in result.entries}) == len(lines)  # one entry per payment, none merged
+    assert all(e.booking_date == line.booking_date for e, line in zip(result.entries, lines, strict=True))
+    # the declared totals and balances add up; CSV and camt.054 declare none
+    declared = fmt in (StatementFormat.SNAP_STATEMENT, StatementFormat.MT940)
+    assert check_totals(result) == ([] if declared else ["NO_DECLARED_TOTALS"])
+    # what reconciliation matches on travels in every format that has room for it
+    if fmt is not StatementFormat.MT940:
+        refs = [e.customer_ref for e in result.entries]
+        assert [(r or "").strip() for r in refs] == [line.virtual_account_no.strip() for line in lines]
+    if fmt in (StatementFormat.CSV, StatementFormat.CAMT054):
+        assert [e.end_to_end_id for e in result.entries] == [line.payment_request_id for line in lines]
+
+
+def test_statement_rotation_and_references() -> None:
+    assert [f.value for f in ROTATION] == ["SNAP_STATEMENT", "MT940", "CSV", "CAMT054"]
+    refs = {bank_ref("MANDIRI", f"MDR-20250901-{i:016x}") for i in range(10_000)}
+    assert len(refs) == 10_000 and all(len(r) == 16 and r.startswith("MAN") for r in refs)
+    assert bank_ref("BNI", "X") != bank_ref("MANDIRI", "X")
+    assert collection_account_no("   88001") == "137880010001"
+
+
+def test_simulator_amounts_are_integer_rupiah_by_the_domain_rule() -> None:
+    rng = random.Random(5)
+    for currency in ("MYR", "HKD", "TWD", "SGD"):
+        value, rate = fx_quote(rng, 370_000, currency)
+        body = {"paidAmount": {"value": value, "currency": currency}, "additionalInfo": {"fxRate": rate}}
+        assert amount_idr_of(body) == to_idr(Decimal(value), Decimal(rate)) == 370_000
+    assert amount_idr_of({"paidAmount": {"value": "370000.00", "currency": "IDR"}}) == 370_000

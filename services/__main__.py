@@ -90,6 +90,30 @@ def simulate(forever: bool, members: int, rate: float, seed: int | None) -> None
 
 
 @cli.group()
+def offices() -> None:
+    """Representation offices: credentials."""
+
+
+@offices.command("issue-key")
+@click.argument("office")
+def offices_issue_key(office: str) -> None:
+    """Print a new API key for OFFICE and the hash line to add to SINERGI_OFFICE_CREDENTIALS_FILE.
+
+    Hand the key to the office over a secure channel once; the hub stores only the hash. Keep the old
+    hash beside the new one until the office has switched, then remove it.
+    """
+    from connectors.kbri.auth import new_key
+    from services.reference import load_offices
+
+    known = load_offices(get_settings().offices_file)
+    if office not in known:
+        raise click.BadParameter(f"not an office in the registry: {office}", param_hint="OFFICE")
+    key, hashed = new_key(office)
+    click.echo(f"key (give to {office}, shown once): {key}")
+    click.echo(f'hash (add under "{office}" in the credentials file): {hashed}')
+
+
+@cli.group()
 def topics() -> None:
     """Topic administration."""
 
@@ -107,10 +131,10 @@ def topics_create() -> None:
 @topics.command("list")
 def topics_list() -> None:
     """Print the topic catalogue."""
-    from services.catalogue import ALL_TOPICS
+    from services.topics import catalogue
 
     settings = get_settings()
-    for spec in ALL_TOPICS:
+    for spec in catalogue(settings):
         parts = spec.partitions or settings.kafka_partitions
         click.echo(f"{spec.name:<32} {parts:>3}p  {spec.config()['cleanup.policy']:<8} key: {spec.key}")
 

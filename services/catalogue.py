@@ -8,6 +8,7 @@ same partition of every topic without a repartition hop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -112,6 +113,50 @@ CORE_MEMBER_RECORDS = TopicSpec(
 )
 
 
+KBRI_CASES = TopicSpec(
+    "kbri.cases.v1",
+    "case event id (UUIDv5 of office + the office's case id)",
+    Encoding.AVRO,
+    "sinergi.Case",
+    doc="Consultation cases offices forward to BPJS (question, complaint, ...), idempotent by case id.",
+)
+CORE_CASE_UPDATES = TopicSpec(
+    "core.case-updates.v1",
+    "case event id",
+    Encoding.AVRO,
+    "sinergi.CaseUpdate",
+    doc="Status changes and answers of cases, written by the BPJS core system (core-sim in the demo).",
+)
+WEBHOOK_DEAD_LETTERS = TopicSpec(
+    "kbri.webhooks.dlq.v1",
+    "webhook dead-letter key (office + webhook id)",
+    Encoding.BYTES,
+    retention_ms=30 * 24 * 3600 * 1000,
+    doc="Office webhook deliveries that exhausted their retries; `sinergi webhooks replay` re-sends them.",
+)
+OFFICE_UPDATES_PREFIX = "kbri.updates."
+
+
+def office_updates_topic(office_code: str) -> str:
+    """`kbri.updates.<OFFICE>.v1`: everything one office may learn, and nothing of another office."""
+    return f"{OFFICE_UPDATES_PREFIX}{office_code}.v1"
+
+
+def office_update_topics(office_codes: Iterable[str]) -> tuple[TopicSpec, ...]:
+    """One topic per office of the registry (offices.json): adding an office adds its topic."""
+    return tuple(
+        TopicSpec(
+            office_updates_topic(code),
+            "subject of the update (customer number, request id or case id)",
+            Encoding.JSON,
+            partitions=1,  # one office's updates are totally ordered; the feed cursor is the offset
+            retention_ms=30 * 24 * 3600 * 1000,
+            doc=f"OfficeUpdate JSON for {code} only (member status, rejections, case answers).",
+        )
+        for code in sorted(office_codes)
+    )
+
+
 def dlq(stage: str) -> TopicSpec:
     return TopicSpec(
         f"dlq.{stage}",
@@ -136,8 +181,16 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     MEMBERS,
     EXCEPTIONS,
     CORE_MEMBER_RECORDS,
+    KBRI_CASES,
+    CORE_CASE_UPDATES,
+    WEBHOOK_DEAD_LETTERS,
     *DEAD_LETTERS,
 )
+
+
+def all_topics(office_codes: Iterable[str]) -> tuple[TopicSpec, ...]:
+    """The static catalogue plus the per-office update topics of the given registry."""
+    return ALL_TOPICS + office_update_topics(office_codes)
 
 
 def by_name(name: str) -> TopicSpec:

@@ -117,7 +117,15 @@ class Settings(BaseSettings):
             "KJRI_JOHOR_BAHRU": SecretStr("dev-token-kjri-jb"),
             "KJRI_HONG_KONG": SecretStr("dev-token-kjri-hk"),
             "KDEI_TAIPEI": SecretStr("dev-token-kdei-tpe"),
-        }
+        },
+        description="development/demo only: office -> plaintext API key (the simulator's side); the KBRI API "
+        "uses only their hashes, and production refuses them",
+    )
+    office_key_hashes: dict[str, list[str]] | None = Field(
+        None, description='office -> ["sha256:<hex>", ...] API key hashes (several during a rotation)'
+    )
+    office_credentials_file: Path | None = Field(
+        None, description="JSON office -> key hashes, re-read when it changes (rotation without restart)"
     )
 
     # --- Domain configuration (UNCONFIRMED facts live here, not in code) -----------------------------
@@ -190,6 +198,10 @@ class Settings(BaseSettings):
                 raise ValueError("SINERGI_BANK_CLIENT_SECRETS still holds a development secret")
         if any(t.get_secret_value().startswith("dev-token-") for t in self.bank_tokens.values()):
             raise ValueError("SINERGI_BANK_TOKENS holds development tokens; banks use the B2B token endpoint")
+        if self.office_key_hashes is None and self.office_credentials_file is None:
+            raise ValueError("set SINERGI_OFFICE_KEY_HASHES or SINERGI_OFFICE_CREDENTIALS_FILE in production")
+        if self.webhooks_allow_private:
+            raise ValueError("SINERGI_WEBHOOKS_ALLOW_PRIVATE is for tests and the demo only")
 
 
 @lru_cache(maxsize=1)

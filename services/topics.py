@@ -8,8 +8,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from services.catalogue import ALL_TOPICS, TopicSpec
+from services.catalogue import TopicSpec, all_topics
 from services.config import Settings
+from services.reference import load_offices
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,15 @@ def new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
     )
 
 
-def create_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+def catalogue(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Every topic of this deployment: the static catalogue and one update topic per registered office."""
+    return all_topics(load_offices(settings.offices_file))
+
+
+def create_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSpec, ...] | None = None) -> list[str]:
     """Create what is missing; return the names created. Existing topics are left as they are."""
+    if specs is None:
+        specs = catalogue(settings)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sinergi-topics")
     try:
         existing = set(admin.list_topics())

@@ -34,6 +34,15 @@ def participant_id(nik: str, secret: bytes, digits: int) -> str:
     return str(int.from_bytes(mac, "big") % 10**digits).zfill(digits)
 
 
+def passport_lookup_key(passport_number: str, secret: bytes) -> str:
+    """Keyed hash of a normalised passport number (uppercase, no spaces): lets an office look a member up by
+    passport without the hub storing or passing on the number. Hex HMAC-SHA256 under a passport-only label."""
+    if not secret:
+        raise ValueError("secret must not be empty")
+    normalised = "".join(passport_number.split()).upper()
+    return hmac.new(secret, b"passport|" + normalised.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def mask_tail(value: str | None, keep: int = 4) -> str:
     """``"************0001"``: all but the last ``keep`` characters masked; fully masked when too short."""
     if not value:

@@ -5,9 +5,8 @@ import os
 import pytest
 
 from connectors.embedded import EmbeddedBroker
-from services.catalogue import ALL_TOPICS
 from services.config import Settings
-from services.topics import create_topics
+from services.topics import catalogue, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,4 +28,4 @@ def test_topics_create_is_idempotent(broker: EmbeddedBroker) -> None:
     first = create_topics(broker.bootstrap, settings)
     second = create_topics(broker.bootstrap, settings)
     assert second == []
-    assert set(first) <= {t.name for t in ALL_TOPICS}
+    assert set(first) <= {t.name for t in catalogue(settings)}

@@ -42,6 +42,8 @@ def production(**overrides: object) -> Settings:
         "pii_encryption_key": SecretStr(PROD_PII_KEY),
         "bank_client_secrets": {"MANDIRI": [SecretStr("prod-mandiri-secret")], "BNI": [SecretStr("prod-bni")]},
         "bank_tokens": {},
+        "office_tokens": {},
+        "office_key_hashes": {"KBRI_KUALA_LUMPUR": ["sha256:" + "ab" * 32]},
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -95,6 +97,7 @@ def test_production_refuses_development_bank_secrets_from_the_environment(monkey
     monkeypatch.setenv("SINERGI_PARTICIPANT_KEY_SECRET", "p" * 40)
     monkeypatch.setenv("SINERGI_PII_ENCRYPTION_KEY", PROD_PII_KEY)
     monkeypatch.setenv("SINERGI_BANK_TOKENS", "{}")
+    monkeypatch.setenv("SINERGI_OFFICE_KEY_HASHES", '{"KDEI_TAIPEI": ["sha256:' + "cd" * 32 + '"]}')
     monkeypatch.setenv("SINERGI_BANK_CLIENT_SECRETS", '{"MANDIRI": ["dev-client-secret-mandiri"]}')
     with pytest.raises(ValueError, match="SINERGI_BANK_CLIENT_SECRETS"):
         Settings().check_production_safety()
@@ -104,3 +107,10 @@ def test_production_refuses_development_bank_secrets_from_the_environment(monkey
 
 def test_development_accepts_development_bank_credentials() -> None:
     Settings(environment="development").check_production_safety()
+
+
+def test_production_requires_office_key_hashes_and_refuses_private_webhooks() -> None:
+    with pytest.raises(ValueError, match="OFFICE_KEY_HASHES"):
+        production(office_key_hashes=None).check_production_safety()
+    with pytest.raises(ValueError, match="WEBHOOKS_ALLOW_PRIVATE"):
+        production(webhooks_allow_private=True).check_production_safety()

@@ -7,8 +7,11 @@ the test session. Tansu has no transactions; the hub is at-least-once with idemp
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -72,6 +75,15 @@ def _answers_metadata(bootstrap: str) -> bool:
         admin.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG; no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 class EmbeddedBroker:
     """A Tansu process on a loopback port. Use as a context manager or start()/stop()."""
 
@@ -100,6 +112,11 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # Its own session: a terminal's Ctrl-C reaches the services, which then close cleanly while the
+            # broker still answers; the owner stops the broker last. The parent-death signal keeps it from
+            # outliving an owner that was killed outright.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

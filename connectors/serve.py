@@ -40,6 +40,10 @@ def serve_registry(settings: Settings) -> None:
 
 
 def _mount_metrics(app: FastAPI) -> None:
-    from prometheus_client import make_asgi_app
+    """GET /metrics answered directly (a mounted sub-app answers /metrics with a 307 to /metrics/)."""
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    app.mount("/metrics", make_asgi_app())
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -95,7 +95,7 @@ def poll_inquiry(hub: Supervisor, va: str, until: str, passing: set[str]) -> htt
 
 def _metric(hub: Supervisor, name: str, labels: str) -> float | None:
     s = hub.settings
-    text = httpx.get(f"http://{s.http_host}:{s.bank_api_port}/metrics/", timeout=10, follow_redirects=True).text
+    text = httpx.get(f"http://{s.http_host}:{s.bank_api_port}/metrics", timeout=10).text
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else None
 

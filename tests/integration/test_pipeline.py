@@ -133,6 +133,9 @@ def test_no_nik_or_passport_in_any_log_line_or_metric(hub: Supervisor) -> None:
         httpx.get(f"http://{s.http_host}:{port}/metrics", timeout=10).text
         for port in (s.bank_api_port, s.kbri_api_port)
     ] + [httpx.get(f"http://{s.http_host}:{s.metrics_port_base + i}/metrics", timeout=10).text for i in range(4)]
+    # Every page is a real exposition (an API answering a redirect or an empty body would hide the canaries).
+    assert all("sinergi_http_requests_total" in text for text in scraped[:2]), [t[:80] for t in scraped[:2]]
+    assert all("# TYPE sinergi_" in text for text in scraped[2:])
     assert any("sinergi_events_in_total" in text for text in scraped)
     logs = [p.read_text(errors="replace") for p in (hub.log_dir).glob("*.log")]
     for canary in canaries:

@@ -22,9 +22,21 @@ def serve_api(which: str, settings: Settings, bootstrap: str) -> None:
         reader = MemberBookReader(settings, bootstrap, book)
         app, port = create_bank_app(settings, producer, book=book, background=[reader]), settings.bank_api_port
     else:
-        from connectors.kbri.app import create_kbri_app
+        from connectors.kbri.app import build_context, create_kbri_app
+        from connectors.kbri.cases import CodecLoader
+        from connectors.kbri.office_book import OfficeBook, OfficeBookReader
+        from services.reference import load_offices
 
-        app, port = create_kbri_app(settings, producer), settings.kbri_api_port
+        # Inquiry and the feed answer from the office topics; cases need the registry. Both load beside the
+        # server, never before it: enrollments are served meanwhile.
+        office_book = OfficeBook(load_offices(settings.offices_file), settings.office_feed_max_updates)
+        office_reader = OfficeBookReader(settings, bootstrap, office_book)
+        ctx = build_context(settings, producer, book=office_book, background=[office_reader])
+        loader = CodecLoader(settings, ctx)
+        ctx.background.append(loader)
+        # Not a readiness check: without the registry only cases answer 503 CASES_UNAVAILABLE; enrollments,
+        # inquiry and the feed go on, so a registry outage must not take the pod out of the load balancer.
+        app, port = create_kbri_app(settings, producer, ctx=ctx), settings.kbri_api_port
     _mount_metrics(app)
     uvicorn.run(app, host=settings.http_host, port=port, log_level="warning", access_log=False)
 

@@ -47,7 +47,14 @@ def up(simulate: bool) -> None:
 @click.argument(
     "service",
     type=click.Choice(
-        ["normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements"]
+        [
+            "normalize_enrollments",
+            "normalize_payments",
+            "reconcile",
+            "core_publisher",
+            "normalize_statements",
+            "notify_kbri",
+        ]
     ),
 )
 @click.option("--metrics-port", type=int, default=None, help="serve /metrics on this port")
@@ -67,6 +74,70 @@ def api(which: str) -> None:
 
     settings = _settings()
     serve_api(which, settings, _bootstrap(settings))
+
+
+@cli.command("core-sim")
+def core_sim() -> None:
+    """A stand-in for the BPJS core system (demo): answers every case on kbri.cases.v1 (RECEIVED, ANSWERED)."""
+    from services.core_sim import run_core_sim
+
+    settings = _settings()
+    run_core_sim(settings, _bootstrap(settings))
+
+
+@cli.group()
+def webhooks() -> None:
+    """Office webhooks: the delivery service and the replay of its dead letters."""
+
+
+@webhooks.command("serve")
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+def webhooks_serve(metrics_port: int | None) -> None:
+    """Deliver every office topic to the offices' webhook subscriptions (SINERGI_OFFICE_WEBHOOKS)."""
+    from connectors.kbri.webhook_service import serve
+
+    settings = _settings()
+    sys.exit(serve(settings, _bootstrap(settings), metrics_port))
+
+
+@webhooks.command("replay")
+@click.option("--office", default=None, help="only this office's dead letters")
+@click.option("--since", default=None, help="only those failed since: 90m, 6h, 2d or an ISO date/time (UTC default)")
+@click.option("--attempts", type=click.IntRange(1, 100), default=3, show_default=True, help="attempts per update")
+def webhooks_replay(office: str | None, since: str | None, attempts: int) -> None:
+    """Send dead-lettered webhooks again (same webhook-id); exit status 1 if any still failed.
+
+    Skips dead letters a replay already delivered and those whose member has a newer version on its office
+    topic. Uses SINERGI_KAFKA_BOOTSTRAP or, when unset, the broker of a running `sinergi up`.
+    """
+    import asyncio
+    import time
+
+    from connectors.kbri.webhook_service import parse_since, run_replay
+    from services.reference import load_offices
+    from services.supervisor import read_bootstrap_file
+
+    settings = _settings()
+    if office is not None and office not in load_offices(settings.offices_file):
+        raise click.BadParameter("not an office in the registry", param_hint="--office")
+    try:
+        since_unix = parse_since(since, time.time()) if since else None
+    except ValueError:
+        raise click.BadParameter("a duration like 90m, 6h, 2d or an ISO date/time", param_hint="--since") from None
+    bootstrap = settings.kafka_bootstrap or read_bootstrap_file(settings.data_dir)
+    if bootstrap is None:
+        raise click.UsageError("no broker: set SINERGI_KAFKA_BOOTSTRAP or start `sinergi up`")
+    summary = asyncio.run(run_replay(settings, bootstrap, office=office, since=since_unix, attempts=attempts))
+    click.echo(summary.line())
+    sys.exit(1 if summary.failed else 0)
+
+
+@cli.command("office-sim")
+def office_sim() -> None:
+    """The demo's embassy systems: a verifying webhook receiver and a pull-feed reader for two offices."""
+    from services.office_sim import run_office_sim
+
+    sys.exit(run_office_sim(_settings()))
 
 
 @cli.command()

@@ -64,7 +64,7 @@ from services.simulation.generators import (
     snap_headers,
 )
 from services.simulator import world_from_settings
-from services.supervisor import WORKERS, Supervisor, plan
+from services.supervisor import METRICS_PORTS, WORKERS, Supervisor, plan
 
 LOOPBACK = "127.0.0.1"
 STEADY_RATE_MAX = 200.0  # requests per second, both APIs together
@@ -676,7 +676,7 @@ class Hub:
             "bank_api_port": free_port(),
             "kbri_api_port": free_port(),
             "registry_port": free_port(),
-            "metrics_port_base": free_port_block(len(WORKERS)),
+            "metrics_port_base": free_port_block(METRICS_PORTS),
             "data_dir": root / "hub",
         }
         if settings.schema_registry_url is None:

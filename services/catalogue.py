@@ -167,7 +167,14 @@ def dlq(stage: str) -> TopicSpec:
     )
 
 
-STAGES = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements")
+STAGES = (
+    "normalize_enrollments",
+    "normalize_payments",
+    "reconcile",
+    "core_publisher",
+    "normalize_statements",
+    "notify_kbri",
+)
 DEAD_LETTERS = tuple(dlq(stage) for stage in STAGES)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,15 @@ DEV_BANK_SECRETS = {  # HMAC client secrets of the demo banks (the simulator sig
     "BNI": "dev-client-secret-bni",
     "MAYBANK_MY": "dev-client-secret-maybank",
 }
+
+
+class OfficeWebhook(BaseModel):
+    """One office's webhook subscription: where to deliver and the secrets that sign (newest first)."""
+
+    url: str = Field(min_length=1)
+    secrets: list[SecretStr] = Field(
+        min_length=1, max_length=2, description="whsec_ secrets, newest first; two during a rotation, both sign"
+    )
 
 
 class Settings(BaseSettings):
@@ -62,6 +72,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     statement_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="largest statement file accepted by POST /v1.0/bank-statements (413 beyond)"
+    )
+    kbri_batch_max_rows: int = Field(
+        1000, ge=1, description="data rows per POST /v1/enrollments/batch (413 BATCH_TOO_LARGE beyond)"
+    )
+    kbri_batch_max_bytes: int = Field(
+        1024 * 1024, ge=1, description="largest CSV accepted by POST /v1/enrollments/batch (413 BODY_TOO_LARGE)"
+    )
+    kbri_batch_concurrency: int = Field(
+        16, ge=1, description="rows of one batch waiting for a Kafka acknowledgement at the same time"
     )
 
     # --- Secrets -------------------------------------------------------------------------------------
@@ -134,6 +153,16 @@ class Settings(BaseSettings):
     offices_file: Path = REPO_ROOT / "schemas" / "reference" / "offices.json"
     customer_no_digits: int = Field(18, ge=10, le=20, description="VA customer number length (<= 20 per SNAP)")
     bill_validity_days: int = 30
+    reconcile_held_payment_max_age_days: int = Field(
+        30, ge=1, description="a payment held for want of an enrollment ages out (HELD_PAYMENT_AGED_OUT) after this"
+    )
+    reconcile_fx_tolerance_pct: Decimal = Field(
+        Decimal("2"), ge=0, description="largest deviation of a bank's FX rate from the reference rate, in percent"
+    )
+    reconcile_fx_out_of_tolerance: Literal["CREDIT_AND_FLAG", "HOLD"] = Field(
+        "CREDIT_AND_FLAG",
+        description="a payment beyond the FX tolerance: credited at the bank's rate and flagged, or held for review",
+    )
     va_name_display: Literal["FULL", "INITIALS"] = Field(
         "FULL",
         description="virtualAccountName in a VA inquiry answer: FULL (uppercased full name) or INITIALS "
@@ -141,6 +170,12 @@ class Settings(BaseSettings):
     )
     read_model_retry_max_s: float = Field(
         30.0, gt=0, description="longest pause before a read-model reader (bank inquiry book) connects again"
+    )
+    office_feed_max_updates: int = Field(
+        100_000,
+        ge=1,
+        description="updates the KBRI API holds per office for GET /v1/updates (oldest dropped first); an older "
+        "cursor gets 410 CURSOR_EXPIRED and the office resyncs through member inquiry",
     )
 
     # --- Processing ------------------------------------------------------------------------------------
@@ -178,6 +213,15 @@ class Settings(BaseSettings):
         False,
         description="a newer version of a member skips its older undelivered ones; default: deliver every "
         "version, in order",
+    )
+    office_webhooks: dict[str, OfficeWebhook] = Field(
+        default_factory=dict,
+        description='office -> {"url": ..., "secrets": ["whsec_new", "whsec_old"]}; an office without an entry '
+        "gets no webhooks (it reads the pull feed or its Kafka topic)",
+    )
+    webhooks_group_id: str = Field("sinergi-webhooks", description="consumer group of `sinergi webhooks serve`")
+    office_sim_port: int | None = Field(
+        None, description="the demo office receiver (`sinergi office-sim`); unset: `sinergi up` picks a free port"
     )
 
     def is_embedded(self) -> bool:

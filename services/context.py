@@ -28,6 +28,8 @@ class ServiceContext:
     tariff_table: TariffTable
     participant_key: Callable[[str], str]
     encrypt_pii: Callable[[bytes], bytes]
+    # Only notify_kbri reads PII back (the masked NIK and the passport lookup key); never logged.
+    decrypt_pii: Callable[[bytes], bytes]
     extra: dict[str, Any] = field(default_factory=dict)
 
     def tariff_on(self, when: datetime) -> Tariff:
@@ -35,6 +37,7 @@ class ServiceContext:
 
 
 def build_context(settings: Settings, codec: Any) -> ServiceContext:
+    fernet = Fernet(settings.pii_encryption_key.get_secret_value().encode())
     return ServiceContext(
         settings=settings,
         codec=codec,
@@ -46,5 +49,6 @@ def build_context(settings: Settings, codec: Any) -> ServiceContext:
             secret=settings.participant_key_secret.get_secret_value().encode(),
             digits=settings.customer_no_digits,
         ),
-        encrypt_pii=Fernet(settings.pii_encryption_key.get_secret_value().encode()).encrypt,
+        encrypt_pii=fernet.encrypt,
+        decrypt_pii=fernet.decrypt,
     )

@@ -67,6 +67,22 @@ PROCESSING_LATENCY = Histogram(
 )
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
 
+# --- office updates (notify_kbri; office = a registered office code: unknown ones are dead-lettered) --------
+OFFICE_UPDATES_OUT = Counter(
+    "sinergi_office_updates_out_total",
+    "OfficeUpdates written to an office topic (acknowledged by Kafka), by office and update type",
+    ["office", "type"],
+)
+OFFICE_UPDATES_SKIPPED = Counter(
+    "sinergi_office_updates_skipped_total",
+    "Inputs notify_kbri forwarded nothing for: DUPLICATE (version or update already forwarded), "
+    "NOT_FOR_AN_OFFICE, BANK_SUBMITTED, TOMBSTONE; by update type",
+    ["type", "reason"],
+)
+CORE_SIM_CASES = Counter(
+    "sinergi_core_sim_cases_total", "Cases the demo core system saw: answered, duplicate, undecodable", ["outcome"]
+)
+
 # --- bank statements ------------------------------------------------------------------------------
 STATEMENT_ENTRIES_INGESTED = Counter(
     "sinergi_statement_entries_ingested_total",
@@ -89,6 +105,16 @@ READ_MODEL_RECORDS = Counter(
     "sinergi_read_model_records_total", "Records a connector read model consumed (tombstones included)", ["model"]
 )
 READ_MODEL_MEMBERS = Gauge("sinergi_read_model_members", "Members currently held by a connector read model", ["model"])
+OFFICE_FEED_LAG = Gauge(
+    "sinergi_office_feed_lag_updates",
+    "KBRI pull feed: updates held for an office beyond the cursor it last presented (set once it has polled)",
+    ["office"],
+)
+OFFICE_BOOK_SKIPPED = Counter(
+    "sinergi_office_book_skipped_total",
+    "Office-topic records the KBRI read model did not hold: INVALID_UPDATE, WRONG_OFFICE (never served)",
+    ["reason"],
+)
 
 # --- KBRI webhooks (office = a registered office code, else "unknown") ---------------------------------------
 # Queued to 2xx includes retries: from a tenth of a second up to the default one-day max age.
@@ -125,4 +151,20 @@ WEBHOOK_ENDPOINT_DISABLES = Counter(
 )
 WEBHOOK_ENDPOINT_DISABLED = Gauge(
     "sinergi_webhook_endpoint_disabled", "1 while an office endpoint is disabled (410 Gone), else 0", ["office"]
+)
+# `sinergi webhooks serve`: the office topics as its input.
+WEBHOOK_INPUT_SKIPPED = Counter(
+    "sinergi_webhook_input_skipped_total",
+    "Office topic records committed past without a delivery (MALFORMED, OFFICE_MISMATCH, NO_SUBSCRIPTION, STALE)",
+    ["office", "reason"],
+)
+WEBHOOK_INPUT_UNFINISHED = Gauge(
+    "sinergi_webhook_input_unfinished",
+    "Office topic records read but not yet finished (delivered, superseded or dead-lettered): uncommitted",
+    ["office"],
+)
+WEBHOOK_INPUT_PAUSED = Gauge(
+    "sinergi_webhook_input_paused",
+    "1 while an office topic is paused (its dispatcher queue is full or its endpoint is not registered yet)",
+    ["office"],
 )

@@ -15,7 +15,14 @@ from services import metrics
 from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS
 from services.context import ServiceContext
 from services.domain.models import Enrollment, Payment
-from services.domain.reconcile import Decision, MemberState, current_record, on_enrollment, on_payment
+from services.domain.reconcile import (
+    Decision,
+    MemberState,
+    ReconcilePolicy,
+    current_record,
+    on_enrollment,
+    on_payment,
+)
 from services.stage import Stage
 
 NAME = "reconcile"
@@ -23,6 +30,7 @@ NAME = "reconcile"
 
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
+    policy = policy_of(ctx)
     source = app.topic(
         ENROLLMENTS.name,
         PAYMENTS.name,
@@ -46,7 +54,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             msg = event.message
             key = msg.key or b""
             try:
-                state, decision = _decide(ctx, members, key, msg.topic, msg.value)
+                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
                 await stage.dead_letter(event, _reason(exc), type(exc).__name__)
                 continue
@@ -77,16 +85,31 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 metrics.RECONCILE_OUTCOMES.labels(exc_record.reason).inc()
 
 
+def policy_of(ctx: ServiceContext) -> ReconcilePolicy:
+    s = ctx.settings
+    return ReconcilePolicy(
+        held_payment_max_age_days=s.reconcile_held_payment_max_age_days,
+        fx_tolerance_pct=s.reconcile_fx_tolerance_pct,
+        fx_out_of_tolerance=s.reconcile_fx_out_of_tolerance,
+    )
+
+
 def _decide(
-    ctx: ServiceContext, members: TableT[bytes, bytes], key: bytes, source: str, value: bytes
+    ctx: ServiceContext,
+    policy: ReconcilePolicy,
+    members: TableT[bytes, bytes],
+    key: bytes,
+    source: str,
+    value: bytes,
 ) -> tuple[MemberState | None, Decision]:
     stored = members.get(key)
     state = MemberState.from_json(orjson.loads(stored)) if stored else None
     if source == ENROLLMENTS.name:
         enrollment = ctx.codec.decode_model(value, Enrollment)
-        return state, on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days)
+        return state, on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)
     payment = ctx.codec.decode_model(value, Payment)
-    return state, on_payment(state, payment)
+    # No reference rates yet (fx-rates.v1 is fed by a later issue): no FX check.
+    return state, on_payment(state, payment, policy=policy)
 
 
 def _reason(exc: Exception) -> str:

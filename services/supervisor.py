@@ -13,19 +13,29 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from connectors.embedded import EmbeddedBroker, free_port
 from services.bank_client import ProvisionedKeys, provision_dev_bank_keys
 from services.config import Settings
-from services.demo_status import CoreTopicStatus
+from services.demo_status import CoreTopicStatus, OfficeStatus
+from services.reference import load_offices
 from services.topics import create_topics
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("normalize_enrollments", "normalize_payments", "reconcile", "core_publisher", "normalize_statements")
+WORKERS = (
+    "normalize_enrollments",
+    "normalize_payments",
+    "reconcile",
+    "core_publisher",
+    "normalize_statements",
+    "notify_kbri",
+)
+# /metrics ports used from SINERGI_METRICS_PORT_BASE: one per worker, then the webhooks service.
+METRICS_PORTS = len(WORKERS) + 1
 BOOTSTRAP_FILE = Path("run") / "kafka.bootstrap"
 
 
@@ -59,6 +69,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     restart_at: float | None = None
+    env: dict[str, str] = field(default_factory=dict)  # this child only (e.g. the demo's webhook secrets)
 
 
 def _sinergi(*args: str) -> list[str]:
@@ -83,9 +94,31 @@ def plan(settings: Settings, simulate: bool, embedded_registry: bool) -> list[Ch
                 f"http://{host}:{port}/metrics",
             )
         )
+    children.append(Child("core-sim", _sinergi("core-sim")))  # the BPJS core system's case desk, simulated
+    port = settings.metrics_port_base + METRICS_PORTS - 1
+    webhooks_argv = _sinergi("webhooks", "serve", "--metrics-port", str(port))
+    children.append(Child("webhooks", webhooks_argv, f"http://{host}:{port}/metrics"))
     if simulate:
         children.append(Child("simulator", _sinergi("simulate", "--forever")))
+        children.append(Child("office-sim", _sinergi("office-sim")))
     return children
+
+
+def configure_demo_webhooks(settings: Settings, children: list[Child]) -> None:
+    """`up --simulate`: the two simulated offices subscribe to webhooks at office-sim's receiver. Their secrets
+    exist only in the environment of the webhooks and office-sim children; loopback delivery is allowed for
+    the webhooks child alone, and never in production."""
+    from services.office_sim import demo_subscriptions
+
+    if settings.environment == "production":
+        return
+    port = settings.office_sim_port or free_port(settings.http_host)
+    subscriptions = demo_subscriptions(settings, port)
+    for child in children:
+        if child.name == "webhooks":
+            child.env.update({"SINERGI_OFFICE_WEBHOOKS": subscriptions, "SINERGI_WEBHOOKS_ALLOW_PRIVATE": "true"})
+        elif child.name == "office-sim":
+            child.env.update({"SINERGI_OFFICE_WEBHOOKS": subscriptions, "SINERGI_OFFICE_SIM_PORT": str(port)})
 
 
 class Supervisor:
@@ -125,6 +158,8 @@ class Supervisor:
         if embedded_registry:
             env["SINERGI_SCHEMA_REGISTRY_URL"] = f"http://{s.http_host}:{s.registry_port}"
         self.children = plan(s, self.simulate, embedded_registry)
+        if self.simulate:
+            configure_demo_webhooks(s, self.children)
         for child in self.children:
             self.spawn(child, env)
             if child.name == "registry":
@@ -135,7 +170,9 @@ class Supervisor:
 
     def spawn(self, child: Child, env: dict[str, str]) -> None:
         with open(self.log_dir / f"{child.name}.log", "ab") as out:
-            child.proc = subprocess.Popen(child.argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+            child.proc = subprocess.Popen(  # noqa: S603
+                child.argv, env={**env, **child.env}, stdout=out, stderr=subprocess.STDOUT
+            )
         child.restart_at = None
 
     def child(self, name: str) -> Child:
@@ -159,7 +196,9 @@ class Supervisor:
     def _start_status(self) -> None:
         registry = self.env.get("SINERGI_SCHEMA_REGISTRY_URL", self.settings.schema_registry_url)
         settings = self.settings.model_copy(update={"schema_registry_url": registry})
-        self.status = CoreTopicStatus(settings, self.bootstrap)
+        webhooks = next((c for c in self.children if c.name == "webhooks"), None)
+        offices = OfficeStatus(sorted(load_offices(settings.offices_file)), webhooks.url if webhooks else None)
+        self.status = CoreTopicStatus(settings, self.bootstrap, offices=offices)
         self.status.start()
 
     def _restart_exited(self, now: float) -> None:

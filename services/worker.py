@@ -12,7 +12,7 @@ import time
 import faust
 from prometheus_client import start_http_server
 
-from services import normalize_enrollments, normalize_payments, normalize_statements, reconcile
+from services import normalize_enrollments, normalize_payments, normalize_statements, notify_kbri, reconcile
 from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
@@ -27,6 +27,7 @@ FAUST_SERVICES = {
     normalize_payments.NAME: normalize_payments.register,
     reconcile.NAME: reconcile.register,
     normalize_statements.NAME: normalize_statements.register,
+    notify_kbri.NAME: notify_kbri.register,
 }
 
 

@@ -66,6 +66,23 @@ class EntryDetailStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class CaseStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    IN_PROGRESS = "IN_PROGRESS"
+    ANSWERED = "ANSWERED"
+    CLOSED = "CLOSED"
+    UNKNOWN = "UNKNOWN"
+
+
+class CaseCategory(StrEnum):
+    QUESTION = "QUESTION"
+    COMPLAINT = "COMPLAINT"
+    CLAIM_INQUIRY = "CLAIM_INQUIRY"
+    DATA_CORRECTION = "DATA_CORRECTION"
+    OTHER = "OTHER"
+    UNKNOWN = "UNKNOWN"
+
+
 class _Record(BaseModel):
     # frozen: a canonical record is a fact; a new version is a new object.
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
@@ -112,6 +129,28 @@ class Payment(_Record):
     received_at: datetime
 
 
+class BillLine(_Record):
+    code: str
+    description: str
+    amount_idr: int
+
+
+class CoveragePeriod(_Record):
+    phase: str
+    programs: list[str]
+    start: date
+    end: date
+
+
+class LineageEntry(_Record):
+    event_id: str
+    kind: str
+    outcome: str
+    amount_idr: int | None = None
+    status: str
+    at: datetime
+
+
 class MemberRecord(_Record):
     record_id: str
     participant_id: str
@@ -136,6 +175,11 @@ class MemberRecord(_Record):
     payment_event_ids: list[str] = Field(default_factory=list)
     caused_by_event_id: str
     updated_at: datetime
+    credit_idr: int = 0
+    reversal_event_ids: list[str] = Field(default_factory=list)
+    bill_lines: list[BillLine] = Field(default_factory=list)
+    coverage_periods: list[CoveragePeriod] = Field(default_factory=list)
+    lineage: list[LineageEntry] = Field(default_factory=list)
 
 
 class ReconciliationException(_Record):
@@ -147,6 +191,7 @@ class ReconciliationException(_Record):
     amount_idr: int | None = None
     detail: str = ""
     occurred_at: datetime
+    related_event_id: str | None = None
 
 
 class StatementEntry(_Record):
@@ -170,10 +215,38 @@ class StatementEntry(_Record):
     imported_at: datetime
 
 
+class CaseUpdate(_Record):
+    case_event_id: str
+    case_id: str
+    office_code: str
+    version: int
+    status: CaseStatus
+    answer: str | None = None
+    updated_at: datetime
+
+
+class CaseAttachment(_Record):
+    ref: str
+    media_type: str | None = None
+
+
+class Case(_Record):
+    case_event_id: str
+    case_id: str
+    office_code: str
+    participant_id: str | None = None
+    category: CaseCategory
+    text: str
+    attachments: list[CaseAttachment] = Field(default_factory=list)
+    received_at: datetime
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.Enrollment": Enrollment,
     "sinergi.Payment": Payment,
     "sinergi.MemberRecord": MemberRecord,
     "sinergi.ReconciliationException": ReconciliationException,
     "sinergi.StatementEntry": StatementEntry,
+    "sinergi.Case": Case,
+    "sinergi.CaseUpdate": CaseUpdate,
 }

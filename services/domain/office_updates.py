@@ -18,12 +18,28 @@ are the office's to hand to the worker. Money is integer rupiah.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.domain.identity import event_uuid
+from services.domain.identity import compose_va, event_uuid, mask_tail
+from services.domain.models import CaseUpdate, MemberRecord
+
+# Kafka headers of a record on an office topic (the value is `OfficeUpdate.model_dump_json()`).
+H_UPDATE_ID = "sinergi-update-id"
+# On member updates only: services.domain.identity.passport_lookup_key of the member's passport, so the KBRI
+# API can answer an inquiry by passport without the number itself ever reaching a topic.
+H_LOOKUP_PASSPORT = "sinergi-lookup-passport"
+
+# A rejection is final for its request id: the office retries with a new X-Request-Id, never the same one.
+REJECTION_SEQUENCE = 1
+
+_REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# What a body field name looks like (nik, programs[2], X-Request-Id); anything else is not echoed.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}")
 
 
 class UpdateType(StrEnum):
@@ -90,3 +106,102 @@ class OfficeUpdate(_Doc):
 def update_id(office: str, kind: UpdateType, cause: str) -> str:
     """UUIDv5 of (office, type, cause): the same cause always gives the same id for the same office."""
     return event_uuid("office-update", office, kind.value, cause)
+
+
+def member_update(record: MemberRecord, nik: str, banks: Mapping[str, str]) -> OfficeUpdate:
+    """The member.updated document of one member version, for the owning office only.
+
+    `nik` is the decrypted NIK, used for nothing but its masked tail; `banks` maps bank id -> its SNAP
+    partnerServiceId (banks.json), so the office can hand the worker the VA number at every partner bank.
+    """
+    outstanding = max(0, record.bill_amount_idr - record.paid_amount_idr)
+    member = MemberView(
+        customer_no=record.customer_no,
+        nik_masked=mask_tail(nik, 4),
+        full_name=record.full_name,
+        status=record.status.value,
+        version=record.version,
+        bill=BillView(
+            amount_idr=record.bill_amount_idr,
+            paid_idr=record.paid_amount_idr,
+            outstanding_idr=outstanding,
+            expires_on=record.bill_expires_on,
+            virtual_accounts={bank: compose_va(psid, record.customer_no) for bank, psid in sorted(banks.items())},
+        ),
+        coverage=CoverageView(start=record.coverage_start, end=record.coverage_end),
+        payments_credited=len(record.payment_event_ids),
+        enrollment_event_id=record.enrollment_event_id,
+    )
+    return OfficeUpdate(
+        update_id=update_id(record.office_code, UpdateType.MEMBER_UPDATED, record.record_id),
+        type=UpdateType.MEMBER_UPDATED,
+        office=record.office_code,
+        subject=record.customer_no,
+        sequence=record.version,
+        occurred_at=record.updated_at,
+        member=member,
+    )
+
+
+def rejection_update(
+    office: str, request_id: str, reason: str, field: str | None, stage: str, occurred_at: datetime
+) -> OfficeUpdate:
+    """The enrollment.rejected document of an enrollment a processor refused after the API had accepted it.
+
+    Only codes and a field name travel: never the refused value. The id depends on (office, request id,
+    reason) alone, so the same refusal dead-lettered twice (a redelivery) is the same update.
+    Raises ValueError for a reason that is not a stable code or a field that does not look like a field name.
+    """
+    if _REASON.fullmatch(reason) is None:
+        raise ValueError("reason is not a stable reason code")
+    if field is not None and _FIELD_NAME.fullmatch(field) is None:
+        raise ValueError("field is not a field name")
+    # The reason goes first: it cannot contain "|", so (reason, request id) cannot collide with another pair.
+    cause = f"{reason}|{request_id}"
+    return OfficeUpdate(
+        update_id=update_id(office, UpdateType.ENROLLMENT_REJECTED, cause),
+        type=UpdateType.ENROLLMENT_REJECTED,
+        office=office,
+        subject=request_id,
+        sequence=REJECTION_SEQUENCE,
+        occurred_at=occurred_at,
+        rejection=RejectionView(request_id=request_id, reason=reason, field=field, stage=stage),
+    )
+
+
+def case_update(change: CaseUpdate) -> OfficeUpdate:
+    """The case.updated document of one version of a case, for the office that filed it."""
+    return OfficeUpdate(
+        update_id=update_id(change.office_code, UpdateType.CASE_UPDATED, f"{change.case_event_id}:{change.version}"),
+        type=UpdateType.CASE_UPDATED,
+        office=change.office_code,
+        subject=change.case_id,
+        sequence=change.version,
+        occurred_at=change.updated_at,
+        case=CaseView(case_id=change.case_id, status=change.status.value, version=change.version, answer=change.answer),
+    )
+
+
+def kafka_headers(update: OfficeUpdate, passport_lookup: str | None = None) -> list[tuple[str, bytes]]:
+    """Headers of the update's record on its office topic; the passport lookup key only on member updates."""
+    headers = [(H_UPDATE_ID, update.update_id.encode())]
+    if passport_lookup and update.type is UpdateType.MEMBER_UPDATED:
+        headers.append((H_LOOKUP_PASSPORT, passport_lookup.encode()))
+    return headers
+
+
+def rejected_field(reason: str, message: str) -> str | None:
+    """The field a dead letter's `dlq-message` names, if any.
+
+    A stage writes `str(Rejected)` there: "REASON [field]: message" (services.stage, services.domain.errors).
+    Anything not in that shape, or a "field" that does not look like a field name, gives None rather than
+    risk passing on part of a message.
+    """
+    prefix = f"{reason} ["
+    if not message.startswith(prefix):
+        return None
+    end = message.find("]: ", len(prefix))
+    if end < 0:
+        return None
+    name = message[len(prefix) : end]
+    return name if _FIELD_NAME.fullmatch(name) else None

@@ -33,6 +33,8 @@ from services.domain.models import ParticipantType, Program
 BetweenPackagesRule = Literal["NEXT_PACKAGE_UP", "LOWER_PACKAGE_PLUS_EXCESS"]
 Rupiah = Annotated[int, Field(strict=True, ge=0)]
 Months = Annotated[int, Field(strict=True, ge=0)]
+Days = Annotated[int, Field(strict=True, ge=0)]
+PreDepartureCoverStart = Literal["PAYMENT_DATE", "REGISTRATION_DATE"]
 
 MANDATORY_PROGRAMS = frozenset({Program.JKK, Program.JKM})
 
@@ -61,6 +63,12 @@ class Tariff(BaseModel):
     between_packages_rule: BetweenPackagesRule
     pre_departure_cover_months: Months
     return_preparation_months: Months
+    # Coverage rules (domain.md 1.5, 7.3). Defaulted so that a table written before they existed still loads.
+    # The start of the pre-work cover is UNCONFIRMED (registration or payment): configured, not coded.
+    pre_departure_cover_start: PreDepartureCoverStart = "PAYMENT_DATE"
+    perseorangan_pre_departure_jkm_months: Months = 1
+    after_work_jkk_days: Days = 30
+    after_work_jkm_days: Days = 30
 
     @model_validator(mode="after")
     def _check(self) -> Tariff:
@@ -168,6 +176,20 @@ def bill_amount_idr(
     return BillBreakdown(tariff_version=tariff.version, lines=tuple(lines))
 
 
+def extension_bill(tariff: Tariff, months: int) -> BillBreakdown:
+    """The bill of an extension of participation (perpanjangan, Art. 20): ``extension_month_idr`` per month.
+
+    An extension is its own enrollment chained to the previous contract; its cover is
+    :func:`services.domain.coverage.extension`.
+    """
+    if isinstance(months, bool) or not isinstance(months, int) or months < 1:
+        raise Rejected(Reason.CONTRACT_MONTHS, "extension_months", "extension_months must be at least 1")
+    line = BillLine(
+        "EXTENSION", f"JKK+JKM extension of participation, {months} month(s)", months * tariff.extension_month_idr
+    )
+    return BillBreakdown(tariff_version=tariff.version, lines=(line,))
+
+
 def coverage_period(
     tariff: Tariff,
     participant_type: ParticipantType,
@@ -183,9 +205,9 @@ def coverage_period(
     * end = contract end (``contract_start`` + ``contract_months`` months - 1 day) + the tariff's
       ``return_preparation_months``.
 
-    Not represented in this first version (same for both participant types): the pre-work cover of a PLACED
-    worker (<= ``pre_departure_cover_months`` from payment), the PERSEORANGAN pre-departure JKM month, and
-    the 30-day after-work cover. If payment comes after the end, ``start > end``: no cover remains.
+    Only the during-work period: every phase (pre-work, the PERSEORANGAN pre-departure JKM month, after-work,
+    extensions) is in :mod:`services.domain.coverage`. If payment comes after the end, ``start > end``: no
+    cover remains.
     """
     return during_work_cover(departure_date, contract_start, contract_months, paid_on, tariff.return_preparation_months)
 

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from requests import PreparedRequest
 from requests.auth import AuthBase
 from schemathesis import GenerationMode
@@ -57,12 +58,30 @@ from connectors.bank.app import create_bank_app
 from connectors.bank.snap_signing import sign_transactional_hmac, string_to_sign_token
 from connectors.kafka_edge import EdgeSender, InMemoryProducer
 from connectors.kbri.app import create_kbri_app
+from connectors.kbri.office_book import OfficeBook
 from services.catalogue import PAYMENTS_RAW
 from services.config import DEV_BANK_SECRETS, Settings
+from services.reference import load_offices
+
+
+class _CaseEncoder:
+    """Stands in for the registry-backed Avro codec a KBRI process builds at start (none is reachable here)."""
+
+    def encode(self, full_name: str, record: BaseModel) -> bytes:
+        return record.model_dump_json().encode()
+
+
+def _loaded_kbri_app(settings: Settings, producer: EdgeSender) -> FastAPI:
+    """The KBRI API as a running process serves it once loaded (office book ready, here empty; case codec
+    built), so the read side is fuzzed on its answers rather than on its documented loading 503."""
+    book = OfficeBook(load_offices(settings.offices_file))
+    book.mark_ready()
+    return create_kbri_app(settings, producer, book=book, codec=_CaseEncoder())
+
 
 FACTORIES: dict[str, Callable[[Settings, EdgeSender], FastAPI]] = {
     "bank": create_bank_app,
-    "kbri": create_kbri_app,
+    "kbri": _loaded_kbri_app,
 }
 MAX_EXAMPLES = 50
 FUZZ_SETTINGS = settings(

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.embedded import EmbeddedBroker, free_port, free_port_block
 from services.config import Settings
-from services.supervisor import WORKERS, Supervisor
+from services.supervisor import METRICS_PORTS, Supervisor
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def hub(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "SINERGI_BANK_API_PORT": str(free_port()),
         "SINERGI_KBRI_API_PORT": str(free_port()),
         "SINERGI_REGISTRY_PORT": str(free_port()),
-        "SINERGI_METRICS_PORT_BASE": str(free_port_block(len(WORKERS))),
+        "SINERGI_METRICS_PORT_BASE": str(free_port_block(METRICS_PORTS)),
         "SINERGI_DATA_DIR": str(data_dir),
     }
     saved = {k: os.environ.get(k) for k in overrides}

@@ -19,7 +19,7 @@ from hubclient import poll_topic
 
 from connectors.embedded import free_port, free_port_block
 from services.catalogue import CORE_MEMBER_RECORDS
-from services.supervisor import WORKERS
+from services.supervisor import METRICS_PORTS
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def test_sinergi_up_with_simulator_prints_urls_feeds_the_core_topic_and_stops_cl
         "SINERGI_BANK_API_PORT": str(free_port()),
         "SINERGI_KBRI_API_PORT": str(free_port()),
         "SINERGI_REGISTRY_PORT": str(registry_port),
-        "SINERGI_METRICS_PORT_BASE": str(free_port_block(len(WORKERS))),
+        "SINERGI_METRICS_PORT_BASE": str(free_port_block(METRICS_PORTS)),
         "SINERGI_DATA_DIR": str(tmp_path),
     }
     for inherited in ("SINERGI_KAFKA_BOOTSTRAP", "SINERGI_SCHEMA_REGISTRY_URL"):

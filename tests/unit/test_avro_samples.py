@@ -18,6 +18,11 @@ from connectors.registry.app import SchemaStore, create_registry_app, preload
 from services.avro import AvroCodec, ParsedSchema, RegistryClient, load_schemas, topic_value_schemas
 from services.config import Settings
 from services.domain.models import (
+    Case,
+    CaseAttachment,
+    CaseCategory,
+    CaseStatus,
+    CaseUpdate,
     Enrollment,
     EntryDetailStatus,
     EntryDirection,
@@ -214,12 +219,56 @@ STATEMENT_ENTRY_MINIMAL = StatementEntry(
     imported_at=datetime(2025, 1, 1, tzinfo=UTC),
 )
 
+CASE_ANSWERED = CaseUpdate(
+    case_event_id="3d5c0e4b-7a2f-5b9e-8c61-4f0a2b3c4d5e",
+    case_id="KL-CASE-2025-0042",
+    office_code="KBRI_KUALA_LUMPUR",
+    version=2,
+    status=CaseStatus.ANSWERED,
+    answer="Iuran sudah diterima; kartu peserta dikirim lewat KBRI.",
+    updated_at=datetime(2025, 7, 22, 4, 30, 0, 125_000, tzinfo=UTC),
+)
+
+CASE_RECEIVED = CaseUpdate(
+    case_event_id="x",
+    case_id="1",
+    office_code="KDEI_TAIPEI",
+    version=1,
+    status=CaseStatus.RECEIVED,
+    updated_at=datetime(2025, 1, 1, tzinfo=UTC),
+)
+
+CASE = Case(
+    case_event_id="8a3f2c1d-4b5e-5f60-9a7b-1c2d3e4f5a6b",
+    case_id="KL-CASE-2025-0042",
+    office_code="KBRI_KUALA_LUMPUR",
+    participant_id=CUSTOMER_NO,
+    category=CaseCategory.CLAIM_INQUIRY,
+    text="Pekerja menanyakan status klaim JKK setelah kecelakaan kerja.\nMohon informasi dokumen yang kurang.",
+    attachments=[
+        CaseAttachment(ref="https://dms.kbri-kl.example/cases/0042/laporan.pdf", media_type="application/pdf"),
+        CaseAttachment(ref="DMS-2025/0042-2"),
+    ],
+    received_at=datetime(2025, 7, 22, 2, 0, 0, 500_000, tzinfo=UTC),
+)
+
+CASE_MINIMAL = Case(
+    case_event_id="y",
+    case_id="1",
+    office_code="KDEI_TAIPEI",
+    category=CaseCategory.OTHER,
+    text="?",
+    received_at=datetime(2025, 1, 1, tzinfo=UTC),
+)
+
 SAMPLES: dict[str, list[Any]] = {
     "sinergi.Enrollment": [ENROLLMENT, ENROLLMENT_MINIMAL],
     "sinergi.Payment": [PAYMENT_MYR, PAYMENT_IDR],
     "sinergi.MemberRecord": [MEMBER_ACTIVE, MEMBER_AWAITING],
     "sinergi.ReconciliationException": [EXCEPTION, EXCEPTION_MINIMAL],
     "sinergi.StatementEntry": [STATEMENT_ENTRY, STATEMENT_ENTRY_MINIMAL],
+    "sinergi.Case": [CASE, CASE_MINIMAL],
+    "sinergi.CaseUpdate": [CASE_ANSWERED, CASE_RECEIVED],
 }
 
 

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from test_avro_samples import SAMPLES, SCHEMAS_DIR, embedded_registry, started_codec
 
@@ -66,6 +67,10 @@ def _assert_type_matches(avro_type: Any, annotation: Any, where: str) -> None:
         assert avro_type.get("doc"), f"{where}: enum {avro_type['name']} has no doc"
         if "default" in avro_type:
             assert avro_type["default"] in avro_type["symbols"]
+    elif kind == "record":  # a nested record (e.g. Case.attachments[]) mirrors a nested model
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel), f"{where}: record needs a model"
+        assert avro_type.get("doc"), f"{where}: record {avro_type['name']} has no doc"
+        _assert_fields_mirror(avro_type, annotation, where)
     elif kind == "array":
         assert typing.get_origin(annotation) is list, f"{where}: array needs list, model has {annotation}"
         _assert_type_matches(avro_type["items"], typing.get_args(annotation)[0], f"{where}[]")
@@ -98,12 +103,16 @@ def test_schema_is_documented_and_namespaced(full_name):
 
 @pytest.mark.parametrize("full_name", sorted(RECORD_TYPES))
 def test_model_mirrors_schema_field_by_field(full_name):
-    schema, model = _load(full_name), RECORD_TYPES[full_name]
+    _assert_fields_mirror(_load(full_name), RECORD_TYPES[full_name], full_name)
+
+
+def _assert_fields_mirror(schema: dict[str, Any], model: type[BaseModel], name: str) -> None:
     fields = model.model_fields
-    assert list(fields) == [f["name"] for f in schema["fields"]], f"{full_name}: field names or order differ"
+    assert list(fields) == [f["name"] for f in schema["fields"]], f"{name}: field names or order differ"
 
     for fld in schema["fields"]:
-        where = f"{full_name}.{fld['name']}"
+        assert fld.get("doc", "").strip(), f"{name}.{fld['name']}: no doc"
+        where = f"{name}.{fld['name']}"
         info = fields[fld["name"]]
         avro_type, avro_optional = _split_optional(fld["type"])
         annotation, model_optional = _split_annotation(info.annotation)

@@ -1,0 +1,310 @@
+"""notify_kbri: what each office may learn, onto that office's own topic `kbri.updates.<OFFICE>.v1`.
+
+Inputs, each turned into one OfficeUpdate (services.domain.office_updates) for the one office it belongs to:
+
+    members.v1                       member.updated      the owning office (record.office_code)
+    dlq.normalize_enrollments        enrollment.rejected the office named by `sinergi-office`, for an office's
+                                                         own submission (a bank's refusals are the bank's)
+    core.case-updates.v1             case.updated        the office that filed the case
+
+Every input is keyed so that its subject stays on one partition, and a changelog-backed table per input
+remembers what was forwarded: the last member version per participant, the last case version per case, the
+rejection update ids. An input at or below what was forwarded is skipped (the reconciler re-emits its
+current version after a redelivery; compaction and restarts replay). The mark is written only after Kafka
+acknowledged the update. The other order could lose one: killed after the changelog write but before the
+update left, the restarted worker would find the redelivered input "forwarded". This order can at worst send
+an update twice, with the same update_id, which every consumer drops.
+
+The NIK and passport are decrypted here and nowhere else in the hub's fan-out: the NIK only to mask it, the
+passport only to compute the `sinergi-lookup-passport` header. Neither is logged, counted or dead-lettered
+in clear. Anything that cannot be turned into an update goes to dlq.notify_kbri with a reason (UNDECODABLE,
+INVALID_RECORD, PII_UNREADABLE, UNKNOWN_OFFICE, MISSING_REQUEST_ID, INVALID_DEAD_LETTER, UNEXPECTED).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from services import metrics
+from services.app import topic
+from services.catalogue import CORE_CASE_UPDATES, MEMBERS, dlq, office_updates_topic
+from services.context import ServiceContext
+from services.domain.errors import Rejected
+from services.domain.identity import passport_lookup_key
+from services.domain.models import CaseUpdate, MemberRecord
+from services.domain.office_updates import (
+    OfficeUpdate,
+    UpdateType,
+    case_update,
+    kafka_headers,
+    member_update,
+    rejected_field,
+    rejection_update,
+)
+from services.stage import Stage, header_map, header_str
+
+log = logging.getLogger(__name__)
+
+NAME = "notify_kbri"
+REJECTIONS_SOURCE = dlq("normalize_enrollments").name
+MEMBER_VERSIONS_TABLE = "notify_kbri_member_versions"
+CASE_VERSIONS_TABLE = "notify_kbri_case_versions"
+REJECTIONS_TABLE = "notify_kbri_rejections_sent"
+
+UNDECODABLE = "UNDECODABLE"
+INVALID_RECORD = "INVALID_RECORD"
+PII_UNREADABLE = "PII_UNREADABLE"
+UNKNOWN_OFFICE = "UNKNOWN_OFFICE"
+MISSING_REQUEST_ID = "MISSING_REQUEST_ID"
+INVALID_DEAD_LETTER = "INVALID_DEAD_LETTER"
+UNEXPECTED = "UNEXPECTED"
+
+DUPLICATE = "DUPLICATE"
+NOT_FOR_AN_OFFICE = "NOT_FOR_AN_OFFICE"
+BANK_SUBMITTED = "BANK_SUBMITTED"
+TOMBSTONE = "TOMBSTONE"
+
+
+class Refused(Exception):
+    """An input that cannot become an update; `message` names fields and types only, never a value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
+        self.reason = reason
+        self.message = message
+
+
+class Skip(Exception):
+    """An input with nothing to forward (not an error); `reason` is a metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One update, ready for its office topic; `mark` is the table key that records it as forwarded."""
+
+    update: OfficeUpdate
+    mark: bytes
+    passport_lookup: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return office_updates_topic(self.update.office)
+
+    @property
+    def key(self) -> bytes:
+        return self.update.subject.encode()
+
+    @property
+    def value(self) -> bytes:
+        return self.update.model_dump_json().encode()
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return kafka_headers(self.update, self.passport_lookup)
+
+
+class Notifier:
+    """Input record -> Outgoing, without Kafka or Faust (the agents below add dedup, sending and marks)."""
+
+    def __init__(
+        self,
+        codec: Any,
+        offices: frozenset[str],
+        banks: Mapping[str, str],
+        decrypt_pii: Callable[[bytes], bytes],
+        passport_secret: bytes,
+    ) -> None:
+        self._codec = codec
+        self._offices = offices
+        self._banks = dict(banks)
+        self._decrypt = decrypt_pii
+        self._passport_secret = passport_secret
+
+    @classmethod
+    def from_context(cls, ctx: ServiceContext) -> Notifier:
+        return cls(
+            ctx.codec,
+            ctx.offices,
+            {bank_id: bank.partner_service_id for bank_id, bank in ctx.banks.items()},
+            ctx.decrypt_pii,
+            ctx.settings.participant_key_secret.get_secret_value().encode(),
+        )
+
+    def _office(self, code: str) -> str:
+        if code not in self._offices:
+            raise Refused(UNKNOWN_OFFICE, "office code is not in the office registry")
+        return code
+
+    def _decode(self, value: bytes | None, model: type[Any]) -> Any:
+        if value is None:
+            raise Skip(TOMBSTONE)
+        try:
+            return self._codec.decode_model(value, model)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+            raise Refused(INVALID_RECORD, f"invalid fields: {', '.join(fields)}"[:200]) from None
+        except Exception as exc:  # the codec raises WireFormat/Decode/UnknownSchema errors, fastavro more
+            raise Refused(UNDECODABLE, type(exc).__name__) from None
+
+    def member(self, value: bytes | None) -> tuple[MemberRecord, Outgoing]:
+        record: MemberRecord = self._decode(value, MemberRecord)
+        self._office(record.office_code)
+        nik, passport = self._pii(record.pii_encrypted)
+        try:
+            update = member_update(record, nik, self._banks)
+        except (Rejected, ValidationError) as exc:
+            raise Refused(INVALID_RECORD, type(exc).__name__) from None
+        lookup = passport_lookup_key(passport, self._passport_secret) if passport else None
+        return record, Outgoing(update, record.participant_id.encode(), lookup)
+
+    def _pii(self, token: bytes) -> tuple[str, str | None]:
+        try:
+            pii = orjson.loads(self._decrypt(token))
+        except Exception:  # InvalidToken (wrong key, tampered), not JSON: say so, never what it held
+            raise Refused(PII_UNREADABLE, "pii_encrypted could not be decrypted and read") from None
+        nik = pii.get("nik") if isinstance(pii, dict) else None
+        if not isinstance(nik, str) or not nik:
+            raise Refused(PII_UNREADABLE, "pii_encrypted holds no nik")
+        passport = pii.get("passport_number")
+        return nik, passport if isinstance(passport, str) and passport else None
+
+    def case(self, value: bytes | None) -> tuple[CaseUpdate, Outgoing]:
+        change: CaseUpdate = self._decode(value, CaseUpdate)
+        self._office(change.office_code)
+        return change, Outgoing(case_update(change), change.case_event_id.encode())
+
+    def rejection(self, headers: Mapping[str, bytes], fallback_time: datetime) -> Outgoing:
+        """The dead letter of a refused enrollment, from its headers alone: the body is never read."""
+        office = header_str(headers, "sinergi-office")
+        if not office:
+            raise Skip(NOT_FOR_AN_OFFICE)
+        if header_str(headers, "sinergi-submitted-by"):
+            # A bank's submission: its request id is the bank's, which the office never saw; the bank had
+            # the verdict in its own answer.
+            raise Skip(BANK_SUBMITTED)
+        self._office(office)
+        request_id = header_str(headers, "sinergi-request-id")
+        if not request_id:
+            raise Refused(MISSING_REQUEST_ID, "the dead letter has no sinergi-request-id")
+        reason = header_str(headers, "dlq-reason")
+        stage = header_str(headers, "dlq-stage", "normalize_enrollments")
+        field = rejected_field(reason, header_str(headers, "dlq-message"))
+        try:
+            update = rejection_update(office, request_id, reason, field, stage, _dlq_time(headers, fallback_time))
+        except (ValueError, ValidationError):
+            raise Refused(INVALID_DEAD_LETTER, "dlq-reason or dlq-stage is not a stable code") from None
+        return Outgoing(update, update.update_id.encode())
+
+
+def _dlq_time(headers: Mapping[str, bytes], fallback: datetime) -> datetime:
+    raw = header_str(headers, "dlq-time")
+    try:
+        parsed = datetime.fromisoformat(raw) if raw else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return fallback
+    return parsed.astimezone(UTC)
+
+
+def _message_time(msg: Any) -> datetime:
+    ts = getattr(msg, "timestamp", None)
+    return datetime.fromtimestamp(ts, UTC) if ts else datetime.now(UTC)
+
+
+def _version(raw: bytes | None) -> int:
+    return int(raw) if raw else 0
+
+
+def register(app: faust.App, ctx: ServiceContext) -> None:
+    stage = Stage(app, NAME)
+    notifier = Notifier.from_context(ctx)
+    partitions = ctx.settings.kafka_partitions
+
+    def table(name: str) -> Any:
+        return app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+
+    member_versions, case_versions, rejections_sent = (
+        table(MEMBER_VERSIONS_TABLE),
+        table(CASE_VERSIONS_TABLE),
+        table(REJECTIONS_TABLE),
+    )
+
+    async def forward(out: Outgoing) -> bool:
+        """Send and wait for Kafka's acknowledgement; False after crashing the worker on a refusal."""
+        pending = await stage.out(out.topic).send(key=out.key, value=out.value, headers=out.headers)
+        try:
+            await pending
+        except Exception as exc:
+            log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
+            app._crash(exc)
+            return False
+        metrics.EVENTS_OUT.labels(NAME, out.topic).inc()
+        metrics.OFFICE_UPDATES_OUT.labels(out.update.office, out.update.type.value).inc()
+        return True
+
+    async def each(stream: faust.StreamT, kind: UpdateType, handle: Callable[[faust.EventT], Awaitable[bool]]) -> None:
+        async for event in stream.events():
+            stage.consumed(event)
+            try:
+                if not await handle(event):
+                    return
+            except Skip as skip:
+                metrics.OFFICE_UPDATES_SKIPPED.labels(kind.value, skip.reason).inc()
+            except Refused as refused:
+                await stage.dead_letter(event, refused.reason, refused.message)
+            except Exception as exc:  # never crash the worker on one record
+                await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
+
+    async def on_member(event: faust.EventT) -> bool:
+        record, out = notifier.member(event.message.value)
+        if record.version <= _version(member_versions.get(out.mark)):
+            raise Skip(DUPLICATE)
+        if not await forward(out):
+            return False
+        member_versions[out.mark] = str(record.version).encode()
+        stage.observe_latency(record.updated_at)
+        return True
+
+    async def on_case(event: faust.EventT) -> bool:
+        change, out = notifier.case(event.message.value)
+        if change.version <= _version(case_versions.get(out.mark)):
+            raise Skip(DUPLICATE)
+        if not await forward(out):
+            return False
+        case_versions[out.mark] = str(change.version).encode()
+        return True
+
+    async def on_rejection(event: faust.EventT) -> bool:
+        msg = event.message
+        out = notifier.rejection(header_map(msg.headers), _message_time(msg))
+        if rejections_sent.get(out.mark) is not None:
+            raise Skip(DUPLICATE)
+        if not await forward(out):
+            return False
+        rejections_sent[out.mark] = b"1"
+        return True
+
+    @app.agent(topic(app, MEMBERS.name), name=f"{NAME}_members")
+    async def notify_members(stream: faust.StreamT) -> None:
+        await each(stream, UpdateType.MEMBER_UPDATED, on_member)
+
+    @app.agent(topic(app, REJECTIONS_SOURCE), name=f"{NAME}_rejections")
+    async def notify_rejections(stream: faust.StreamT) -> None:
+        await each(stream, UpdateType.ENROLLMENT_REJECTED, on_rejection)
+
+    @app.agent(topic(app, CORE_CASE_UPDATES.name), name=f"{NAME}_cases")
+    async def notify_cases(stream: faust.StreamT) -> None:
+        await each(stream, UpdateType.CASE_UPDATED, on_case)

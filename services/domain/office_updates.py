@@ -8,8 +8,10 @@ Identity and ordering:
 - `update_id` is deterministic (UUIDv5 of the office and the cause: a member record id, a rejected request,
   a case version), so a redelivered update carries the same id; it is also the `webhook-id`.
 - `subject` names what the update is about (the member's customer number, the office request id, or the
-  case id); per subject, `sequence` strictly increases (the member record version, the case version).
-  Consumers keep the highest sequence per subject and drop anything at or below it.
+  case id); per (type, subject), `sequence` strictly increases (the member record version, the case
+  version). Consumers keep the highest sequence per (type, subject) and drop anything at or below it. The
+  type is part of the key because an office chooses its request and case ids, and one of them may equal
+  another subject of another type.
 
 Personal data: identifiers are masked (`nik_masked` keeps the last 4 digits; no passport number at all);
 the full name stays because the office registered it and needs it to recognise the worker. The VA numbers
@@ -96,7 +98,7 @@ class OfficeUpdate(_Doc):
     type: UpdateType
     office: str = Field(description="The office this update belongs to; never another office's")
     subject: str = Field(description="customer_no, request id or case id this update is about")
-    sequence: int = Field(description="Strictly increasing per subject: keep the highest, drop the rest")
+    sequence: int = Field(description="Strictly increasing per (type, subject): keep the highest, drop the rest")
     occurred_at: datetime = Field(description="When the underlying event happened (UTC)")
     member: MemberView | None = None
     rejection: RejectionView | None = None

@@ -237,7 +237,10 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap is None:
             raise ValueError("SINERGI_KAFKA_BOOTSTRAP must point at the cluster in production")
         dev_secrets = set(DEV_BANK_SECRETS.values())
-        for secrets in self.bank_client_secrets.values():
+        # With a secrets file the registry reads the file only (and refuses nothing in it here: it is the
+        # operator's Secret); the inline setting and its development defaults are then not used at all.
+        inline = {} if self.bank_secrets_file is not None else self.bank_client_secrets
+        for secrets in inline.values():
             if any(s.get_secret_value() in dev_secrets for s in secrets):
                 raise ValueError("SINERGI_BANK_CLIENT_SECRETS still holds a development secret")
         if any(t.get_secret_value().startswith("dev-token-") for t in self.bank_tokens.values()):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
 
@@ -114,3 +116,12 @@ def test_production_requires_office_key_hashes_and_refuses_private_webhooks() ->
         production(office_key_hashes=None).check_production_safety()
     with pytest.raises(ValueError, match="WEBHOOKS_ALLOW_PRIVATE"):
         production(webhooks_allow_private=True).check_production_safety()
+
+
+def test_production_with_a_secrets_file_ignores_the_inline_development_defaults(tmp_path: Path) -> None:
+    secrets = tmp_path / "bank-secrets.json"
+    secrets.write_text('{"client_secrets": {"MANDIRI": ["prod-rotated"]}}')
+    # The inline setting keeps its development defaults; the registry does not read it when a file is set.
+    production(bank_client_secrets=Settings().bank_client_secrets, bank_secrets_file=secrets).check_production_safety()
+    with pytest.raises(ValueError, match="SINERGI_BANK_CLIENT_SECRETS"):
+        production(bank_client_secrets=Settings().bank_client_secrets).check_production_safety()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +23,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.bank.snap_signing import SnapKeyError, load_rsa_public_key
+from connectors.bank.snap_signing import load_rsa_public_key
+from connectors.reloading import ReloadingFile
 from services.config import Settings
-from services.metrics import SECRET_RELOADS
 from services.reference import BankProfile, load_banks
 
 log = logging.getLogger(__name__)
@@ -80,21 +78,23 @@ class PartnerRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profiles: dict[str, BankProfile] = load_banks(settings.banks_file)
-        self._file = settings.bank_secrets_file
-        self._reload_every_s = reload_every_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._checked_at = clock()
-        self._mtime: int | None = None
-        if self._file is not None:
-            self._mtime = os.stat(self._file).st_mtime_ns
-            secrets = _read_file(self._file)  # start-up: a broken file fails loudly
-        else:
-            secrets = _secrets_from(
-                {b: [s.get_secret_value() for s in v] for b, v in settings.bank_client_secrets.items()},
-                settings.bank_public_keys,
+        self._file: ReloadingFile[dict[str, Partner]] | None = None
+        self._static: dict[str, Partner] = {}
+        if settings.bank_secrets_file is not None:
+            self._file = ReloadingFile(
+                settings.bank_secrets_file,
+                lambda path: self._join(_read_file(path)),  # start-up: a broken file fails loudly
+                what="bank secrets",
+                reload_every_s=reload_every_s,
+                clock=clock,
             )
-        self._partners = self._join(secrets)
+        else:
+            self._static = self._join(
+                _secrets_from(
+                    {b: [s.get_secret_value() for s in v] for b, v in settings.bank_client_secrets.items()},
+                    settings.bank_public_keys,
+                )
+            )
 
     def _join(self, secrets: _Secrets) -> dict[str, Partner]:
         return {
@@ -107,32 +107,8 @@ class PartnerRegistry:
         }
 
     def get(self, bank_id: str) -> Partner | None:
-        self._maybe_reload()
-        return self._partners.get(bank_id)
+        partners = self._file.current() if self._file is not None else self._static
+        return partners.get(bank_id)
 
     def __contains__(self, bank_id: object) -> bool:
         return bank_id in self.profiles
-
-    def _maybe_reload(self) -> None:
-        if self._file is None:
-            return
-        now = self._clock()
-        if now - self._checked_at < self._reload_every_s:
-            return
-        with self._lock:
-            if now - self._checked_at < self._reload_every_s:
-                return
-            self._checked_at = now
-            try:
-                mtime = os.stat(self._file).st_mtime_ns
-                if mtime == self._mtime:
-                    return
-                secrets = _read_file(self._file)
-            except (OSError, ValueError, SnapKeyError) as exc:
-                SECRET_RELOADS.labels("failed").inc()
-                log.error("bank secrets file not reloaded, previous secrets stay in force: %s", type(exc).__name__)
-                return
-            self._mtime = mtime
-            self._partners = self._join(secrets)
-            SECRET_RELOADS.labels("reloaded").inc()
-            log.warning("bank secrets reloaded for %d bank(s)", len(secrets.client_secrets))

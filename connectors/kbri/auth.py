@@ -22,9 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,8 +31,9 @@ from typing import Any
 from fastapi import Request
 
 from connectors.http_common import UNAUTHORIZED, HttpProblem, RequestObservation, bearer_token
+from connectors.reloading import ReloadingFile
 from services.config import Settings
-from services.metrics import AUTH_FAILURES, SECRET_RELOADS
+from services.metrics import AUTH_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +89,25 @@ class OfficeAuth:
         reload_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._file = settings.office_credentials_file
-        self._reload_every_s = reload_every_s
-        self._clock = clock
-        self._checked_at = clock()
-        self._lock = threading.Lock()
-        self._mtime: int | None = None
-        if self._file is not None:
-            self._mtime = os.stat(self._file).st_mtime_ns
-            self._hashes = _read_file(self._file)
+        self._file: ReloadingFile[dict[str, tuple[bytes, ...]]] | None = None
+        self._static: dict[str, tuple[bytes, ...]] = {}
+        if settings.office_credentials_file is not None:
+            self._file = ReloadingFile(
+                settings.office_credentials_file,
+                _read_file,
+                what="office credentials",
+                reload_every_s=reload_every_s,
+                clock=clock,
+            )
         elif settings.office_key_hashes is not None:
-            self._hashes = _digests(settings.office_key_hashes)
+            self._static = _digests(settings.office_key_hashes)
         else:
             plain = {office: [hash_key(t.get_secret_value())] for office, t in settings.office_tokens.items()}
-            self._hashes = _digests(plain)
+            self._static = _digests(plain)
+
+    @property
+    def _hashes(self) -> dict[str, tuple[bytes, ...]]:
+        return self._file.current() if self._file is not None else self._static
 
     @property
     def offices(self) -> frozenset[str]:
@@ -111,7 +115,6 @@ class OfficeAuth:
 
     def identify(self, key: str | None) -> str | None:
         """The office whose key this is, or None. Constant time over every configured hash."""
-        self._maybe_reload()
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
         presented = hashlib.sha256(key.encode("utf-8")).digest()
@@ -134,27 +137,3 @@ class OfficeAuth:
             )
         obs.partner = office
         return office
-
-    def _maybe_reload(self) -> None:
-        if self._file is None:
-            return
-        now = self._clock()
-        if now - self._checked_at < self._reload_every_s:
-            return
-        with self._lock:
-            if now - self._checked_at < self._reload_every_s:
-                return
-            self._checked_at = now
-            try:
-                mtime = os.stat(self._file).st_mtime_ns
-                if mtime == self._mtime:
-                    return
-                hashes = _read_file(self._file)
-            except (OSError, ValueError) as exc:
-                SECRET_RELOADS.labels("failed").inc()
-                log.error("office credentials not reloaded, previous keys stay in force: %s", type(exc).__name__)
-                return
-            self._mtime = mtime
-            self._hashes = hashes
-            SECRET_RELOADS.labels("reloaded").inc()
-            log.warning("office credentials reloaded for %d office(s)", len(hashes))

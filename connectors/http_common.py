@@ -18,11 +18,11 @@ import math
 import re
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -245,19 +245,66 @@ class RequestObservation:
             HTTP_REJECTIONS.labels(self.api, self.endpoint, reason).inc()
 
 
-# --- app lifecycle -------------------------------------------------------------------------------------
-def producer_lifespan(producer: EdgeSender) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Start the producer when the server starts serving; flush and close it when the server stops."""
+# --- app lifecycle and probes --------------------------------------------------------------------------
+class Background(Protocol):
+    """Something an app runs beside the HTTP server (e.g. a read-model reader): started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool] = Field(description="check name -> ready, e.g. member_book (the inquiry read model)")
+
+
+def app_lifespan(
+    producer: EdgeSender, background: Sequence[Background]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the producer, then the background tasks, when the server starts; stop them in reverse order."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         producer.start()
+        started: list[Background] = []
         try:
+            for task in background:
+                await task.start()
+                started.append(task)
             yield
         finally:
+            for task in reversed(started):
+                await task.close()
             await producer.close()
 
     return lifespan
+
+
+def add_probes(app: FastAPI, readiness: Mapping[str, ReadinessCheck], ready_means: str) -> None:
+    """GET /healthz (liveness: the process serves) and GET /readyz (every check true, else 503 naming them)."""
+
+    @app.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
+    async def healthz() -> Health:
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: see which check failed"}},
+        summary=f"Readiness: {ready_means}",
+    )
+    async def readyz() -> JSONResponse:
+        checks = {name: await check() for name, check in readiness.items()}
+        body = Readiness(ready=all(checks.values()), checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
 # --- OpenAPI -----------------------------------------------------------------------------------------

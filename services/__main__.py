@@ -54,6 +54,7 @@ def up(simulate: bool) -> None:
             "core_publisher",
             "normalize_statements",
             "notify_kbri",
+            "reconcile_statements",
         ]
     ),
 )
@@ -242,6 +243,36 @@ def statements_import(file: Path, bank_id: str, account_no: str | None, dry_run:
     sys.exit(code)
 
 
+@cli.group()
+def report() -> None:
+    """Reports for operators."""
+
+
+@report.command("daily")
+@click.option("--bank", "bank_id", required=True, help="partner bank id (banks.json), e.g. BNI")
+@click.option("--date", "business_date", required=True, type=click.DateTime(["%Y-%m-%d"]), help="WIB business date")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table")
+def report_daily(bank_id: str, business_date: Any, as_csv: bool) -> None:
+    """The statement reconciliation of one bank and WIB business date (from reconciliation.statements.v1).
+
+    Reads SINERGI_KAFKA_BOOTSTRAP or, when unset, the broker of a running `sinergi up`.
+    """
+    from services.reference import load_banks
+    from services.report_cli import daily_report
+    from services.supervisor import read_bootstrap_file
+
+    settings = _settings()
+    if bank_id not in load_banks(settings.banks_file):
+        raise click.BadParameter("not a bank of the partner registry", param_hint="--bank")
+    bootstrap = settings.kafka_bootstrap or read_bootstrap_file(settings.data_dir)
+    if bootstrap is None:
+        raise click.UsageError("no broker: set SINERGI_KAFKA_BOOTSTRAP or start `sinergi up`")
+    text, unreadable = daily_report(bootstrap, bank_id, business_date.date(), as_csv)
+    click.echo(text, nl=False)
+    if unreadable:
+        click.echo(f"warning: {unreadable} unreadable decision record(s) skipped", err=True)
+
+
 @cli.group("bank-sim")
 def bank_sim() -> None:
     """A partner bank in the terminal: SNAP requests signed exactly like a bank (see docs/banks.md)."""
@@ -338,6 +369,67 @@ def bank_sim_pay(**options: Any) -> None:
 def bank_sim_statement(file: Path, content_type: str | None, **options: Any) -> None:
     """POST /v1.0/bank-statements?filename=<name>: upload a statement file (MT940, camt, SNAP JSON, CSV)."""
     _bank_sim("statement", content=file.read_bytes(), filename=file.name, content_type=content_type, **options)
+
+
+def _broker_of(settings: Settings) -> str:
+    from services.supervisor import read_bootstrap_file
+
+    bootstrap = settings.kafka_bootstrap or read_bootstrap_file(settings.data_dir)
+    if bootstrap is None:
+        raise click.UsageError("no broker: set SINERGI_KAFKA_BOOTSTRAP or start `sinergi up`")
+    return bootstrap
+
+
+@cli.command()
+@click.argument("number")
+def explain(number: str) -> None:
+    """A member's story from its customer number or VA number (records and exceptions; never a person).
+
+    Reads SINERGI_KAFKA_BOOTSTRAP or, when unset, the broker of a running `sinergi up`.
+    Exit status: 0; 1 nothing about that participant; 69 Kafka did not answer.
+    """
+    from services.codec import build_codec
+    from services.explain_cli import NotACustomerNumber, cli_settings, explain_command, participant_of
+
+    settings = cli_settings(_settings())
+    try:
+        participant_of(number, settings.customer_no_digits)
+    except NotACustomerNumber as exc:
+        raise click.BadParameter(str(exc), param_hint="NUMBER") from None
+    bootstrap = _broker_of(settings)
+    sys.exit(explain_command(settings, bootstrap, build_codec(settings), number, echo=click.echo))
+
+
+@cli.group()
+def fx() -> None:
+    """Reference FX rates (fx-rates.v1), which the reconciler checks foreign-currency payments against."""
+
+
+@fx.command("publish")
+@click.option("--currency", required=True, help="ISO 4217 code, e.g. MYR")
+@click.option("--date", "value_date", required=True, type=click.DateTime(["%Y-%m-%d"]), help="value date (WIB)")
+@click.option("--rate", required=True, help="IDR per one unit, e.g. 3521.25")
+@click.option("--source", default="OPERATOR", show_default=True, help="who published it")
+def fx_publish(currency: str, value_date: Any, rate: str, source: str) -> None:
+    """Publish one reference rate (the same currency and date again replaces it).
+
+    Exit status: 0; 69 Kafka did not acknowledge (publish again).
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from pydantic import ValidationError
+
+    from services.codec import build_codec
+    from services.explain_cli import cli_settings
+    from services.fx_rates import SOURCE_OPERATOR, fx_rate, publish_command
+
+    try:
+        record = fx_rate(currency, value_date.date(), Decimal(rate), source=source or SOURCE_OPERATOR)
+    except (InvalidOperation, ValidationError) as exc:
+        raise click.BadParameter(f"not a valid rate for a 3-letter currency ({type(exc).__name__})") from None
+    settings = cli_settings(_settings())
+    bootstrap = _broker_of(settings)
+    sys.exit(publish_command(settings, bootstrap, build_codec(settings), record, echo=click.echo))
 
 
 @cli.command()

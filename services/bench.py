@@ -64,7 +64,7 @@ from services.simulation.generators import (
     snap_headers,
 )
 from services.simulator import world_from_settings
-from services.supervisor import METRICS_PORTS, WORKERS, Supervisor, plan
+from services.supervisor import METRICS_PORTS, WORKERS, Supervisor, enabled_workers, plan
 
 LOOPBACK = "127.0.0.1"
 STEADY_RATE_MAX = 200.0  # requests per second, both APIs together
@@ -714,7 +714,7 @@ class Hub:
         if self.embedded_registry:
             self._spawn(["registry"])
             await _wait_http(f"{self.settings.schema_registry_url}/subjects", 30.0)
-        self._spawn([f"worker-{w}" for w in WORKERS])
+        self._spawn([f"worker-{w}" for w in enabled_workers(self.settings)])
 
     async def start_apis(self) -> None:
         self._spawn(["api-bank", "api-kbri"])
@@ -736,7 +736,8 @@ class Hub:
 
     def metrics_urls(self) -> dict[str, str]:
         base = self.settings.metrics_port_base
-        return {w: f"http://{LOOPBACK}:{base + i}/metrics" for i, w in enumerate(WORKERS)}
+        enabled = enabled_workers(self.settings)
+        return {w: f"http://{LOOPBACK}:{base + i}/metrics" for i, w in enumerate(WORKERS) if w in enabled}
 
     def cpu_of(self, name: str) -> float | None:
         child = next((c for c in self.supervisor.children if c.name == name), None)

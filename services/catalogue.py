@@ -104,6 +104,20 @@ EXCEPTIONS = TopicSpec(
     "sinergi.ReconciliationException",
     doc="Payments and entries the reconciler could not match, with a reason.",
 )
+STATEMENTS_BY_BANK = TopicSpec(
+    "reconcile_statements.by-bank.v1",
+    "bank id",
+    Encoding.BYTES,
+    retention_ms=SEVEN_DAYS_MS,
+    doc="Internal to reconcile_statements: payments.v1 re-keyed by bank id (Avro bytes unchanged, header "
+    "sinergi-kind=payment) and day-close ticks (sinergi-kind=tick, empty value).",
+)
+STATEMENT_DECISIONS = TopicSpec(
+    "reconciliation.statements.v1",
+    "bank id",
+    Encoding.JSON,
+    doc="Statement reconciliation decisions (statement_match.Decision JSON): matches and breaks per bank.",
+)
 CORE_MEMBER_RECORDS = TopicSpec(
     "core.member-records.v1",
     PARTICIPANT_KEY,
@@ -174,6 +188,7 @@ STAGES = (
     "core_publisher",
     "normalize_statements",
     "notify_kbri",
+    "reconcile_statements",
 )
 DEAD_LETTERS = tuple(dlq(stage) for stage in STAGES)
 
@@ -187,6 +202,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FX_RATES,
     MEMBERS,
     EXCEPTIONS,
+    STATEMENTS_BY_BANK,
+    STATEMENT_DECISIONS,
     CORE_MEMBER_RECORDS,
     KBRI_CASES,
     CORE_CASE_UPDATES,

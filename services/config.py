@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         "cursor gets 410 CURSOR_EXPIRED and the office resyncs through member inquiry",
     )
 
+    statement_reconciliation_enabled: bool = Field(
+        False,
+        description="run the reconcile_statements worker (statement entries matched against payment notifications). "
+        "Off by default: each bank's open items are one changelog value (about 1 KB each), so beyond a few hundred "
+        "open payments per bank it nears Kafka's 1 MB message limit; it is to be split per item before production",
+    )
+
     # --- Processing ------------------------------------------------------------------------------------
     data_dir: Path = REPO_ROOT / "var"
     log_json: bool | None = Field(None, description="JSON logs; default: JSON unless stderr is a terminal")

@@ -66,6 +66,30 @@ PROCESSING_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
+# kind: HELD (paid before any enrollment) or FX_HELD (FX out of tolerance under the HOLD policy).
+RECONCILE_UNMATCHED_PAYMENTS = Gauge(
+    "sinergi_reconcile_unmatched_payments",
+    "Payments the reconciler holds uncredited, by kind (HELD, FX_HELD), in the partitions this worker owns",
+    ["kind"],
+)
+RECONCILE_UNMATCHED_VALUE_IDR = Gauge(
+    "sinergi_reconcile_unmatched_value_idr",
+    "Rupiah of the payments the reconciler holds uncredited, by kind (HELD, FX_HELD)",
+    ["kind"],
+)
+# Event time: the payment's acceptance at the edge to the event that credited it (itself, or the enrollment
+# that arrived later), so a held payment shows its whole wait.
+TIME_TO_MATCH_BUCKETS = (1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 30 * 86400.0)
+RECONCILE_TIME_TO_MATCH = Histogram(
+    "sinergi_reconcile_time_to_match_seconds",
+    "Payment received_at to credited (event time)",
+    buckets=TIME_TO_MATCH_BUCKETS,
+)
+RECONCILE_EXCEPTION_AGEING = Gauge(
+    "sinergi_reconcile_exception_ageing_payments",
+    "Open payment exceptions (held or FX-held, uncredited) by age bucket: LT_1D, 1D_7D, 7D_30D, GE_30D",
+    ["age"],
+)
 
 # --- office updates (notify_kbri; office = a registered office code: unknown ones are dead-lettered) --------
 OFFICE_UPDATES_OUT = Counter(
@@ -98,6 +122,11 @@ STATEMENT_DUPLICATES = Counter(
     "sinergi_statement_duplicates_skipped_total",
     "Statement entries the normalizer had already emitted (same file imported again, or a redelivery)",
     ["bank"],
+)
+STATEMENT_DECISIONS = Counter(
+    "sinergi_statement_decisions_total",
+    "Statement reconciliation decisions by bank and kind (DUPLICATE: an input already in the ledger)",
+    ["bank", "kind"],
 )
 
 # --- read models (connectors) -----------------------------------------------------------------------

@@ -3,29 +3,53 @@
 Both inputs are keyed by the participant key, so one agent sees every event of a participant in order on
 one partition, beside that participant's state in the `members` table (changelog-backed). The decisions
 are the domain's (services.domain.reconcile); this module decodes, looks up, stores and sends.
+
+Reference FX rates (fx-rates.v1, one partition, compacted) are read by every worker into memory
+(services.fx_rates.RateFeed): each holds every rate. A timer applies the deadlines (a held payment
+ageing out, a lapse) of the states this worker owns, a bounded slice per tick, so they happen without
+waiting for the member's next event.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
-from services import metrics
+from services import fx_rates, metrics
 from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS
 from services.context import ServiceContext
-from services.domain.models import Enrollment, Payment
+from services.domain.models import Enrollment, FxRate, Payment
 from services.domain.reconcile import (
     Decision,
+    FxReference,
+    HeldPayment,
     MemberState,
     ReconcilePolicy,
     current_record,
     on_enrollment,
     on_payment,
+    on_tick,
 )
 from services.stage import Stage
 
 NAME = "reconcile"
+FEED_READY_WAIT_S = 30.0
+TICK_INTERVAL_S = 30.0
+TICK_MAX_STATES = 2000  # states decoded per tick: a large table is covered over several ticks
+HELD, FX_HELD = "HELD", "FX_HELD"
+AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
+    ("LT_1D", timedelta(days=1)),
+    ("1D_7D", timedelta(days=7)),
+    ("7D_30D", timedelta(days=30)),
+    ("GE_30D", None),
+)
 
 
 def register(app: faust.App, ctx: ServiceContext) -> None:
@@ -46,6 +70,38 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         key_type=bytes,
         value_type=bytes,
     )
+    bootstrap = ctx.settings.kafka_bootstrap
+    feed = fx_rates.RateFeed(bootstrap) if bootstrap else None
+    fx_reference = (
+        fx_rates.reference_lookup(feed.get, lambda raw: ctx.codec.decode_model(raw, FxRate)) if feed else None
+    )
+    book = UnmatchedBook()
+    cursor = TickCursor()
+    partitions = ctx.settings.kafka_partitions
+
+    async def emit(decision: Decision) -> None:
+        for record in decision.records:
+            await stage.send(
+                MEMBERS.name,
+                key=record.participant_id.encode(),
+                value=ctx.codec.encode("sinergi.MemberRecord", record),
+                headers=[("sinergi-record-id", record.record_id.encode())],
+            )
+            metrics.RECONCILE_OUTCOMES.labels(f"MEMBER_{record.status.value}").inc()
+            stage.observe_latency(record.updated_at)
+        for exc_record in decision.exceptions:
+            await stage.send(
+                EXCEPTIONS.name,
+                key=exc_record.participant_id.encode(),
+                value=ctx.codec.encode("sinergi.ReconciliationException", exc_record),
+            )
+            metrics.RECONCILE_OUTCOMES.labels(exc_record.reason).inc()
+
+    if feed is not None:
+
+        @app.task
+        async def start_feed() -> None:
+            feed.start()
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
@@ -53,36 +109,55 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             stage.consumed(event)
             msg = event.message
             key = msg.key or b""
+            if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
+                # Before the first FX check, the rates already published (bounded: a broker problem
+                # delays the reconciler by at most this, then missing rates are flagged, not waited for).
+                await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
             try:
-                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value)
+                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
                 await stage.dead_letter(event, _reason(exc), type(exc).__name__)
                 continue
             if decision.new_state is not None:
                 members[key] = orjson.dumps(decision.new_state.to_json())
-            records = decision.records
+                observe_matches(state, decision)
+                book.update(key, decision.new_state)
             if decision.is_empty:
                 # Already applied: the worker may have died before the output reached Kafka. Send the
                 # current version again (same record_id); downstream drops what it already has.
                 metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
                 again = current_record(state)
-                records = [again] if again is not None else []
-            for record in records:
-                await stage.send(
-                    MEMBERS.name,
-                    key=record.participant_id.encode(),
-                    value=ctx.codec.encode("sinergi.MemberRecord", record),
-                    headers=[("sinergi-record-id", record.record_id.encode())],
-                )
-                metrics.RECONCILE_OUTCOMES.labels(f"MEMBER_{record.status.value}").inc()
-                stage.observe_latency(record.updated_at)
-            for exc_record in decision.exceptions:
-                await stage.send(
-                    EXCEPTIONS.name,
-                    key=exc_record.participant_id.encode(),
-                    value=ctx.codec.encode("sinergi.ReconciliationException", exc_record),
-                )
-                metrics.RECONCILE_OUTCOMES.labels(exc_record.reason).inc()
+                decision = Decision(records=[again] if again is not None else [])
+            await emit(decision)
+
+    @app.timer(TICK_INTERVAL_S, on_leader=False)
+    async def tick() -> None:
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ENROLLMENTS.name}
+        now = datetime.now(UTC)
+        if not owned:
+            book.retain(lambda _key: False)
+            book.publish(now)
+            return
+        book.retain(lambda k: partition_of(k, partitions) in owned)
+        keys = [k for k in list(members.keys()) if partition_of(k, partitions) in owned]
+        for key in cursor.take(keys, TICK_MAX_STATES):
+            stored = members.get(key)
+            if not stored:
+                continue
+            state = MemberState.from_json(orjson.loads(stored))
+            book.update(key, state)
+            if not has_deadline(state):
+                continue
+            decision = on_tick(state, now, policy=policy)
+            if decision.new_state is None:
+                continue
+            # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
+            value = orjson.dumps(decision.new_state.to_json())
+            members.data[key] = value
+            members.send_changelog(partition_of(key, partitions), key, value)
+            book.update(key, decision.new_state)
+            await emit(decision)
+        book.publish(now)
 
 
 def policy_of(ctx: ServiceContext) -> ReconcilePolicy:
@@ -101,6 +176,7 @@ def _decide(
     key: bytes,
     source: str,
     value: bytes,
+    fx_reference: FxReference | None = None,
 ) -> tuple[MemberState | None, Decision]:
     stored = members.get(key)
     state = MemberState.from_json(orjson.loads(stored)) if stored else None
@@ -108,8 +184,112 @@ def _decide(
         enrollment = ctx.codec.decode_model(value, Enrollment)
         return state, on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)
     payment = ctx.codec.decode_model(value, Payment)
-    # No reference rates yet (fx-rates.v1 is fed by a later issue): no FX check.
-    return state, on_payment(state, payment, policy=policy)
+    return state, on_payment(state, payment, policy=policy, fx_reference=fx_reference)
+
+
+# --- tick and metrics helpers (pure, unit-tested) ---------------------------------------------------------
+def partition_of(key: bytes, partitions: int) -> int:
+    """The source partition of a participant key: the normalizers produce with the default (murmur2)
+    partitioner, and the table's changelog partition is the source partition."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def has_deadline(state: MemberState) -> bool:
+    return bool(state.held_payments) or state.lapse_on is not None
+
+
+def newly_credited(before: MemberState | None, after: MemberState) -> list[HeldPayment]:
+    """Payments credited by this decision (the payment itself, or held ones an enrollment matched)."""
+    earlier = {c.event_id for c in before.credits} if before is not None else set()
+    return [c for c in after.credits if c.event_id not in earlier]
+
+
+def observe_matches(before: MemberState | None, decision: Decision) -> None:
+    after = decision.new_state
+    if after is None or not decision.records:
+        return
+    credited_at = decision.records[-1].updated_at
+    for payment in newly_credited(before, after):
+        metrics.RECONCILE_TIME_TO_MATCH.observe(max(0.0, (credited_at - payment.received_at).total_seconds()))
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    kind: str
+    amount_idr: int
+    received_at: datetime
+
+
+def unmatched_of(state: MemberState) -> list[Unmatched]:
+    return [Unmatched(HELD, h.amount_idr, h.received_at) for h in state.held_payments] + [
+        Unmatched(FX_HELD, h.amount_idr, h.received_at) for h in state.fx_held
+    ]
+
+
+def age_bucket(age: timedelta) -> str:
+    for name, upper in AGE_BUCKETS:
+        if upper is None or age < upper:
+            return name
+    return AGE_BUCKETS[-1][0]  # pragma: no cover - the last bucket has no upper bound
+
+
+@dataclass
+class UnmatchedBook:
+    """Uncredited payments per participant key, kept as states are stored or scanned, so the gauges need
+    no full table scan. After a restart it fills as the tick walks the table."""
+
+    by_key: dict[bytes, list[Unmatched]] = field(default_factory=dict)
+
+    def update(self, key: bytes, state: MemberState) -> None:
+        items = unmatched_of(state)
+        if items:
+            self.by_key[key] = items
+        else:
+            self.by_key.pop(key, None)
+
+    def retain(self, keep: Callable[[bytes], bool]) -> None:
+        for key in [k for k in self.by_key if not keep(k)]:
+            del self.by_key[key]
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        out = {HELD: (0, 0), FX_HELD: (0, 0)}
+        for items in self.by_key.values():
+            for item in items:
+                count, value = out[item.kind]
+                out[item.kind] = (count + 1, value + item.amount_idr)
+        return out
+
+    def ageing(self, now: datetime) -> dict[str, int]:
+        out = {name: 0 for name, _ in AGE_BUCKETS}
+        for items in self.by_key.values():
+            for item in items:
+                out[age_bucket(now - item.received_at)] += 1
+        return out
+
+    def publish(self, now: datetime) -> None:
+        for kind, (count, value) in self.totals().items():
+            metrics.RECONCILE_UNMATCHED_PAYMENTS.labels(kind).set(count)
+            metrics.RECONCILE_UNMATCHED_VALUE_IDR.labels(kind).set(value)
+        for bucket, count in self.ageing(now).items():
+            metrics.RECONCILE_EXCEPTION_AGEING.labels(bucket).set(count)
+
+
+@dataclass
+class TickCursor:
+    """Round-robin over the owned keys, ``limit`` per tick: every state is visited within
+    ceil(n / limit) ticks, and one tick's work stays bounded however large the table grows."""
+
+    position: int = 0
+
+    def take(self, keys: Sequence[bytes], limit: int) -> Iterable[bytes]:
+        if not keys:
+            self.position = 0
+            return []
+        ordered = sorted(keys)
+        start = self.position % len(ordered)
+        chosen = (ordered[start:] + ordered[:start])[: max(1, limit)]
+        self.position = start + len(chosen)
+        return chosen
 
 
 def _reason(exc: Exception) -> str:

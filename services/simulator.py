@@ -49,6 +49,7 @@ from typing import Any
 
 import httpx
 
+from services import fx_rates
 from services.bank_client import (
     INQUIRY_PATH,
     JSON,
@@ -539,6 +540,9 @@ class Simulator:
         steps = payment_steps(
             rng, script, self.world, customer_no=customer_no, amount_idr=amount_idr, paid_at=datetime.now(UTC)
         )
+        for step in steps:
+            if step.label in PAYING_STEPS:  # a duplicate shares its body: re-quoted with it
+                fx_rates.pin_to_reference(step.body)
         ask_when_paid = rng.random() < self.mix.paid_inquiry_share
         all_ok = True
         paid_idr = 0
@@ -876,6 +880,7 @@ def run_simulator(
     if members < 1:
         raise ValueError("members must be at least 1")
     chosen = seed if seed is not None else secrets.randbits(32)
+    fx_rates.publish_simulated(settings)
     try:
         return asyncio.run(_main(settings, forever=forever, members=members, rate=rate, seed=chosen))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down

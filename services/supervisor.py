@@ -33,9 +33,18 @@ WORKERS = (
     "core_publisher",
     "normalize_statements",
     "notify_kbri",
+    "reconcile_statements",
 )
 # /metrics ports used from SINERGI_METRICS_PORT_BASE: one per worker, then the webhooks service.
 METRICS_PORTS = len(WORKERS) + 1
+# Workers that run only when a setting turns them on (each keeps its port slot either way).
+OPTIONAL_WORKERS = {"reconcile_statements": "statement_reconciliation_enabled"}
+
+
+def enabled_workers(settings: Settings) -> tuple[str, ...]:
+    return tuple(w for w in WORKERS if w not in OPTIONAL_WORKERS or getattr(settings, OPTIONAL_WORKERS[w]))
+
+
 BOOTSTRAP_FILE = Path("run") / "kafka.bootstrap"
 
 
@@ -85,7 +94,10 @@ def plan(settings: Settings, simulate: bool, embedded_registry: bool) -> list[Ch
         Child("api-bank", _sinergi("api", "bank"), f"http://{host}:{settings.bank_api_port}/docs"),
         Child("api-kbri", _sinergi("api", "kbri"), f"http://{host}:{settings.kbri_api_port}/docs"),
     ]
+    enabled = enabled_workers(settings)
     for i, worker in enumerate(WORKERS):
+        if worker not in enabled:
+            continue
         port = settings.metrics_port_base + i
         children.append(
             Child(

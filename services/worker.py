@@ -12,7 +12,14 @@ import time
 import faust
 from prometheus_client import start_http_server
 
-from services import normalize_enrollments, normalize_payments, normalize_statements, notify_kbri, reconcile
+from services import (
+    normalize_enrollments,
+    normalize_payments,
+    normalize_statements,
+    notify_kbri,
+    reconcile,
+    reconcile_statements,
+)
 from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
@@ -28,6 +35,7 @@ FAUST_SERVICES = {
     reconcile.NAME: reconcile.register,
     normalize_statements.NAME: normalize_statements.register,
     notify_kbri.NAME: notify_kbri.register,
+    reconcile_statements.NAME: reconcile_statements.register,
 }
 
 

@@ -8,6 +8,7 @@ endpoints that read the raw body themselves):
     payment       POST /v1.0/transfer-va/payment     SNAP 25: payment notification -> bank.payments.raw
     statements    POST /v1.0/bank-statements         SNAP 14: statement file -> bank.statements.raw
     enrollments   POST /v1/bank/enrollments          not SNAP: a bank enrolls a worker -> kbri.enrollments.raw
+    reports       GET  /v1/reports/daily             not SNAP: the bank's own daily statement reconciliation
 
 Shared pieces: errors (SNAP codes), partners (registry: profile + secrets), auth (transactional
 signature), tokens (issuer), context (what a module gets). Every error body is {"responseCode",
@@ -17,20 +18,17 @@ signature), tokens (issuer), context (what a module gets). Every error body is {
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
-from connectors.bank import enrollments, inquiry, payment, statements, token_grant
+from connectors.bank import enrollments, inquiry, payment, reports, statements, token_grant
 from connectors.bank.auth import SnapAuth
-from connectors.bank.context import Background, BankContext
+from connectors.bank.context import BankContext
 from connectors.bank.member_book import MemberBook
-from connectors.bank.models import Health, Readiness
 from connectors.bank.partners import PartnerRegistry
 from connectors.bank.tokens import TokenIssuer
-from connectors.http_common import document_request_bodies
+from connectors.http_common import Background, add_probes, app_lifespan, document_request_bodies
 from connectors.kafka_edge import EdgeSender
 from services.config import Settings
 
@@ -75,45 +73,18 @@ def create_bank_app(
     """
     ctx = build_context(settings, producer, token_clock=token_clock, book=book, background=background)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        producer.start()
-        started = []
-        try:
-            for task in ctx.background:
-                await task.start()
-                started.append(task)
-            yield
-        finally:
-            for task in reversed(started):
-                await task.close()
-            await producer.close()
-
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=app_lifespan(producer, ctx.background),
         title="sinergi bank API (SNAP biller)",
         version="1.0.0",
         description="SNAP virtual-account endpoints for partner banks. Error bodies are "
         '{"responseCode", "responseMessage", "reason"}; personal values are never echoed.',
     )
-    modules = (token_grant, inquiry, payment, statements, enrollments)
+    modules = (token_grant, inquiry, payment, statements, enrollments, reports)
     for module in modules:
         app.include_router(module.router(ctx))
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
-    async def healthz() -> Health:
-        return Health()
-
-    @app.get(
-        "/readyz",
-        response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "Not ready: see which check failed"}},
-        summary="Readiness: every background dependency (e.g. the inquiry read model) is ready",
-    )
-    async def readyz() -> JSONResponse:
-        checks = {name: await check() for name, check in ctx.readiness.items()}
-        body = Readiness(ready=all(checks.values()), checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+    add_probes(app, ctx.readiness, "every background dependency (the inquiry read model) is ready")
 
     bodies = {}
     for module in modules:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from connectors.bank.auth import SnapAuth
 from connectors.bank.member_book import MemberBook
 from connectors.bank.partners import PartnerRegistry
 from connectors.bank.tokens import TokenIssuer
+from connectors.http_common import Background
 from connectors.kafka_edge import EdgeSender
 from services.config import Settings
-
-
-class Background(Protocol):
-    """Something the app runs beside the HTTP server (e.g. a read-model consumer): started and stopped with it."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass

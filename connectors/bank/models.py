@@ -82,12 +82,3 @@ class SnapError(BaseModel):
     responseCode: str = Field(description="SNAP code: HTTP status (3) + service code (25 or 73) + case (2)")
     responseMessage: str = Field(description="SNAP message; names the offending field, never its value")
     reason: str = Field(description="sinergi's stable reason code, e.g. AMOUNT_FORMAT, BROKER_UNAVAILABLE")
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class Readiness(BaseModel):
-    ready: bool
-    checks: dict[str, bool] = Field(description="check name -> ready, e.g. member_book (the inquiry read model)")

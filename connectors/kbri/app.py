@@ -19,15 +19,11 @@ values are never echoed. Every request is scoped to the calling office.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
-from connectors.bank.context import Background
-from connectors.bank.models import Readiness
-from connectors.http_common import document_request_bodies
+from connectors.http_common import Background, add_probes, app_lifespan, document_request_bodies
 from connectors.intake import (
     CHANNEL_OFFICE,
     H_CHANNEL,
@@ -43,7 +39,6 @@ from connectors.kafka_edge import EdgeSender
 from connectors.kbri import batch, cases, enrollments, feed, inquiry
 from connectors.kbri.auth import OfficeAuth
 from connectors.kbri.context import KbriContext, RecordEncoder
-from connectors.kbri.models import Health
 from connectors.kbri.office_book import OfficeBook
 from services.config import Settings
 
@@ -100,22 +95,8 @@ def create_kbri_app(
     if ctx is None:
         ctx = build_context(settings, producer, background=background, book=book, codec=codec)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        producer.start()
-        started = []
-        try:
-            for task in ctx.background:
-                await task.start()
-                started.append(task)
-            yield
-        finally:
-            for task in reversed(started):
-                await task.close()
-            await producer.close()
-
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=app_lifespan(producer, ctx.background),
         title="sinergi KBRI API",
         version="1.0.0",
         description="API for Indonesian representation offices (KBRI/KJRI/KRI/KDEI): enrollment intake and "
@@ -126,20 +107,7 @@ def create_kbri_app(
     for module in modules:
         app.include_router(module.router(ctx))
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
-    async def healthz() -> Health:
-        return Health()
-
-    @app.get(
-        "/readyz",
-        response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "Not ready: see which check failed"}},
-        summary="Readiness: every background dependency (e.g. the office read model) is ready",
-    )
-    async def readyz() -> JSONResponse:
-        checks = {name: await check() for name, check in ctx.readiness.items()}
-        body = Readiness(ready=all(checks.values()), checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+    add_probes(app, ctx.readiness, "every background dependency (the office read model) is ready")
 
     bodies = {}
     for module in modules:

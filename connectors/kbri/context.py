@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from connectors.bank.context import Background
+from connectors.http_common import Background
 from connectors.intake import EnrollmentIntake
 from connectors.kafka_edge import EdgeSender
 from connectors.kbri.auth import OfficeAuth

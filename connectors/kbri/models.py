@@ -55,7 +55,3 @@ class EnrollmentAccepted(BaseModel):
     customer_no: str = Field(description="Participant id (keyed hash of the NIK); the VA customer number")
     bill: BillOut
     warnings: list[str] = Field(description="Warning codes, e.g. NIK_DOB_MISMATCH")
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"

@@ -241,6 +241,14 @@ class Case(_Record):
     received_at: datetime
 
 
+class FxRate(_Record):
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    value_date: date
+    idr_per_unit: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    source: str
+    published_at: datetime
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.Enrollment": Enrollment,
     "sinergi.Payment": Payment,
@@ -249,4 +257,5 @@ RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.StatementEntry": StatementEntry,
     "sinergi.Case": Case,
     "sinergi.CaseUpdate": CaseUpdate,
+    "sinergi.FxRate": FxRate,
 }

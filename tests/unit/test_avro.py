@@ -247,8 +247,8 @@ def test_start_sync_registers_without_an_event_loop():
 
 
 def test_codec_refuses_topics_without_a_local_schema(registry):
-    with pytest.raises(UnknownSchemaError, match=r"sinergi\.FxRate"):
-        AvroCodec(registry, load_schemas(SCHEMAS_DIR), {"fx-rates.v1": "sinergi.FxRate"})
+    with pytest.raises(UnknownSchemaError, match=r"sinergi\.NoSuchRecord"):
+        AvroCodec(registry, load_schemas(SCHEMAS_DIR), {"nowhere.v1": "sinergi.NoSuchRecord"})
 
 
 # --- schema evolution ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from services.domain.models import (
     Enrollment,
     EntryDetailStatus,
     EntryDirection,
+    FxRate,
     MemberRecord,
     MemberStatus,
     ParticipantType,
@@ -261,6 +262,14 @@ CASE_MINIMAL = Case(
     received_at=datetime(2025, 1, 1, tzinfo=UTC),
 )
 
+FX_RATE = FxRate(
+    currency="MYR",
+    value_date=date(2025, 7, 21),
+    idr_per_unit=Decimal("3452.125000"),
+    source="SIMULATOR",
+    published_at=datetime(2025, 7, 21, 1, 0, 0, 123000, tzinfo=UTC),
+)
+
 SAMPLES: dict[str, list[Any]] = {
     "sinergi.Enrollment": [ENROLLMENT, ENROLLMENT_MINIMAL],
     "sinergi.Payment": [PAYMENT_MYR, PAYMENT_IDR],
@@ -269,6 +278,7 @@ SAMPLES: dict[str, list[Any]] = {
     "sinergi.StatementEntry": [STATEMENT_ENTRY, STATEMENT_ENTRY_MINIMAL],
     "sinergi.Case": [CASE, CASE_MINIMAL],
     "sinergi.CaseUpdate": [CASE_ANSWERED, CASE_RECEIVED],
+    "sinergi.FxRate": [FX_RATE],
 }
 
 

@@ -1,0 +1,234 @@
+"""reconcile_statements: payments.v1 + statement-entries.v1 → reconciliation.statements.v1 (+ exceptions).
+
+The matching is the domain's (services.domain.statement_match); this module routes, stores and sends.
+
+Partitioning. Statement entries are keyed by bank id, payments by participant key. A first agent re-keys
+every payment by its bank id onto ``reconcile_statements.by-bank.v1`` (the Avro bytes unchanged, header
+``sinergi-kind: payment``); that topic and statement-entries.v1 have the same partition count and the same
+key, so the second agent sees every payment and entry of one bank in order on one partition, next to the
+bank's ledger in the ``statement_ledgers`` table (changelog-backed).
+
+One ledger per bank, not per (bank, day). A payment's VA rule looks one day either side, so a per-day ledger
+would have to read and write up to three values per item; one value per bank keeps the domain's single
+``BankLedger`` contract, and it stays small because every close prunes the closed days older than
+:data:`KEEP_DAYS` (raw topics keep 7 days, so nothing older can be redelivered as a duplicate).
+
+Limit (known, measured): the whole ledger is one changelog value, rewritten per input. At 5,000 open
+notifications of one bank it is ~2.2 MB (over Kafka's default 1 MB message limit) and costs ~0.13 s to
+serialize per event (~0.07 s more to parse, which the in-process cache below avoids). Fine for statement
+volumes of a few hundred payments per bank and day; beyond that the ledger must be split into per-item keys.
+
+Closing days. A Faust timer must not write a table (no current event, no changelog partition), so the timer
+only produces a ``sinergi-kind: tick`` record per configured bank onto the same by-bank topic; the agent
+handles it in order with that bank's items: :func:`~services.domain.statement_match.due_closures`, then
+``close_day`` for each, then ``prune``. Several workers each sending ticks is harmless: closing twice is a
+no-op.
+
+Ordering. The ledger is written only after Kafka acknowledged every decision it caused (like
+normalize_statements): killed in between, the input is redone and the same decisions (same ids) are sent
+again, which :func:`~services.domain.statement_match.effective` drops; the other order could lose them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+import faust
+import orjson
+
+from services import metrics
+from services.app import topic
+from services.catalogue import EXCEPTIONS, PAYMENTS, STATEMENT_DECISIONS, STATEMENT_ENTRIES, STATEMENTS_BY_BANK
+from services.context import ServiceContext
+from services.domain.dates import wib_date
+from services.domain.models import Payment, ReconciliationException, StatementEntry
+from services.domain.statement_match import (
+    BREAKS,
+    BankLedger,
+    Decision,
+    Step,
+    apply_entry,
+    apply_payment,
+    close_day,
+    due_closures,
+    prune,
+)
+from services.stage import Stage, header_map
+
+log = logging.getLogger(__name__)
+
+NAME = "reconcile_statements"
+REKEY_NAME = "reconcile_statements_rekey"  # its agent; it shares the stage (metrics, dlq) with NAME
+LEDGER_TABLE = "statement_ledgers"
+KIND_HEADER = "sinergi-kind"
+KIND_PAYMENT = b"payment"
+KIND_TICK = b"tick"
+KEEP_DAYS = 8
+TICK_INTERVAL_S = 300.0  # the close grace is hours; a tick every 5 minutes is punctual enough
+
+
+def decision_value(decision: Decision) -> bytes:
+    """The JSON of a decision on reconciliation.statements.v1 (ids, codes, amounts as decimal strings)."""
+    return decision.model_dump_json().encode()
+
+
+def parse_decision(value: bytes) -> Decision:
+    return Decision.model_validate_json(value)
+
+
+def exception_of(decision: Decision) -> ReconciliationException | None:
+    """The reconciliation.exceptions.v1 record of a break, None for a match.
+
+    An entry no notification explains has no participant: ``participant_id`` is "" (the field is required).
+    ``event_id`` is the payment's event when one is involved, else the entry's id; ``related_event_id`` the
+    entry beside a payment.
+    """
+    if decision.kind not in BREAKS:
+        return None
+    event_id = decision.payment_event_id or decision.entry_id or decision.decision_id
+    related = decision.entry_id if decision.payment_event_id else None
+    return ReconciliationException(
+        exception_id=decision.decision_id,
+        participant_id=decision.participant_id or "",
+        reason=decision.kind.value,
+        event_id=event_id,
+        bank_id=decision.bank_id,
+        amount_idr=decision.amount_idr,
+        detail=decision.detail,
+        occurred_at=decision.decided_at,
+        related_event_id=related,
+    )
+
+
+def keep_from(now: datetime) -> date:
+    """Closed days before this WIB date are pruned from a ledger."""
+    return wib_date(now) - timedelta(days=KEEP_DAYS)
+
+
+def close_due(ledger: BankLedger, now: datetime, grace: timedelta | None = None) -> Step:
+    """Close every day :func:`due_closures` names, then prune; one Step with all the decisions."""
+    decisions: list[Decision] = []
+    days = due_closures(ledger, now) if grace is None else due_closures(ledger, now, grace)
+    for day in days:
+        step = close_day(ledger, ledger.bank_id, day, now)
+        ledger = step.ledger
+        decisions.extend(step.decisions)
+    return Step(prune(ledger, keep_from(now)), tuple(decisions))
+
+
+def load_ledger(stored: bytes | None, bank_id: str) -> BankLedger:
+    return BankLedger.from_json(orjson.loads(stored)) if stored else BankLedger.empty(bank_id)
+
+
+def register(app: faust.App, ctx: ServiceContext) -> None:
+    stage = Stage(app, NAME)
+    by_bank = topic(app, STATEMENTS_BY_BANK.name)
+    decisions_out = topic(app, STATEMENT_DECISIONS.name)
+    exceptions_out = topic(app, EXCEPTIONS.name)
+    exception_schema = EXCEPTIONS.value_schema or "sinergi.ReconciliationException"
+    ledgers = app.Table(
+        LEDGER_TABLE,
+        default=None,
+        partitions=ctx.settings.kafka_partitions,
+        key_type=bytes,
+        value_type=bytes,
+    )
+    source = app.topic(
+        STATEMENTS_BY_BANK.name,
+        STATEMENT_ENTRIES.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(topic(app, PAYMENTS.name), name=REKEY_NAME)
+    async def rekey(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            stage.consumed(event)
+            value = event.message.value
+            try:
+                bank_id = ctx.codec.decode_model(value, Payment).bank_id
+            except Exception as exc:  # undecodable: dead-letter, keep going
+                await stage.dead_letter(event, "UNDECODABLE", type(exc).__name__)
+                continue
+            await stage.send(
+                STATEMENTS_BY_BANK.name, key=bank_id.encode(), value=value, headers=[(KIND_HEADER, KIND_PAYMENT)]
+            )
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        for bank_id in sorted(ctx.banks):
+            await by_bank.send(key=bank_id.encode(), value=b"", headers=[(KIND_HEADER, KIND_TICK)])
+
+    # The last ledger this worker wrote per bank, beside the exact bytes it wrote: while the table still holds
+    # those bytes (the same object; a restore from the changelog gives new ones) the parse is skipped.
+    cache: dict[bytes, tuple[bytes, BankLedger]] = {}
+
+    def ledger_of(key: bytes, bank_id: str) -> BankLedger:
+        stored = ledgers.get(key)
+        hit = cache.get(key)
+        if hit is not None and stored is not None and hit[0] is stored:
+            return hit[1]
+        return load_ledger(stored, bank_id)
+
+    async def emit(decisions: Iterable[Decision]) -> None:
+        pending = []
+        for d in decisions:
+            pending.append(await decisions_out.send(key=d.bank_id.encode(), value=decision_value(d)))
+            record = exception_of(d)
+            if record is not None:
+                value = ctx.codec.encode(exception_schema, record)
+                pending.append(await exceptions_out.send(key=record.participant_id.encode(), value=value))
+            metrics.STATEMENT_DECISIONS.labels(d.bank_id, d.kind.value).inc()
+        for fut in pending:
+            await fut  # raises when Kafka refused: the caller crashes before the ledger is written
+
+    @app.agent(source, name=NAME)
+    async def reconcile(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            stage.consumed(event)
+            msg = event.message
+            kind = header_map(msg.headers).get(KIND_HEADER) if msg.topic == STATEMENTS_BY_BANK.name else None
+            try:
+                if msg.topic == STATEMENT_ENTRIES.name:
+                    entry = ctx.codec.decode_model(msg.value, StatementEntry)
+                    key = entry.bank_id.encode()
+                    before = ledger_of(key, entry.bank_id)
+                    step = apply_entry(before, entry)
+                elif kind == KIND_TICK:
+                    key = msg.key or b""
+                    before = ledger_of(key, key.decode())
+                    step = close_due(before, datetime.now(UTC))
+                else:
+                    payment = ctx.codec.decode_model(msg.value, Payment)
+                    key = payment.bank_id.encode()
+                    before = ledger_of(key, payment.bank_id)
+                    step = apply_payment(before, payment)
+            except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
+                await stage.dead_letter(event, _reason(exc), type(exc).__name__)
+                continue
+            if step.duplicate:
+                metrics.STATEMENT_DECISIONS.labels(key.decode(), "DUPLICATE").inc()
+                continue
+            try:
+                await emit(step.decisions)
+            except Exception as exc:
+                log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
+                app._crash(exc)
+                return
+            if kind != KIND_TICK or step.ledger != before:  # an idle tick writes no changelog record
+                stored = orjson.dumps(step.ledger.to_json())
+                ledgers[key] = stored
+                cache[key] = (stored, step.ledger)
+
+
+def _reason(exc: Exception) -> str:
+    name = type(exc).__name__
+    if "WireFormat" in name or "Schema" in name:
+        return "UNDECODABLE"
+    if isinstance(exc, ValueError):
+        return "INVALID_RECORD"
+    return "UNEXPECTED"

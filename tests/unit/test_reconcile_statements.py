@@ -1,0 +1,139 @@
+"""The pure helpers of the reconcile_statements stage and of `sinergi report daily`."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+
+from services.domain.daily_report import build_report
+from services.domain.identity import event_uuid
+from services.domain.models import EntryDetailStatus, EntryDirection, Payment, StatementEntry, StatementSource
+from services.domain.statement_match import BankLedger, DecisionKind, apply_entry, apply_payment
+from services.domain.statements._common import make_entry
+from services.reconcile_statements import (
+    KEEP_DAYS,
+    close_due,
+    decision_value,
+    exception_of,
+    keep_from,
+    load_ledger,
+    parse_decision,
+)
+from services.report_cli import decisions_of
+
+BANK = "MANDIRI"
+PSID = "   88001"
+CUSTOMER = "123456789012345678"
+D = date(2025, 7, 15)
+T = datetime(2025, 7, 15, 3, 0, tzinfo=UTC)  # 10:00 WIB
+
+
+def pay(request_id: str, amount_idr: int = 370_000) -> Payment:
+    return Payment(
+        event_id=event_uuid("payment", BANK, request_id),
+        participant_id=CUSTOMER,
+        bank_id=BANK,
+        partner_service_id=PSID,
+        virtual_account_no=PSID + CUSTOMER,
+        payment_request_id=request_id,
+        external_id="1",
+        amount_idr=amount_idr,
+        original_amount=Decimal(amount_idr).quantize(Decimal("0.01")),
+        original_currency="IDR",
+        trx_time=T,
+        trx_utc_offset_minutes=420,
+        received_at=T + timedelta(seconds=2),
+    )
+
+
+def entry(bank_ref: str, amount: str = "370000.00", booked: date = D) -> StatementEntry:
+    return make_entry(
+        source=StatementSource.CAMT053,
+        bank_id=BANK,
+        account="*********5678",
+        booking_date=booked,
+        value_date=None,
+        direction=EntryDirection.CREDIT,
+        amount=Decimal(amount),
+        currency="IDR",
+        bank_ref=bank_ref,
+        end_to_end_id=None,
+        customer_ref=None,
+        narrative=None,
+        detail_status=EntryDetailStatus.BOOK,
+        statement_ref="STMT-1",
+        line_no=1,
+        imported_at=datetime(2025, 7, 15, 17, 30, tzinfo=UTC),
+    )
+
+
+def test_a_match_is_no_exception_and_its_json_round_trips() -> None:
+    ledger = apply_payment(BankLedger.empty(BANK), pay("REQ1")).ledger
+    (decision,) = apply_entry(ledger, entry("REQ1")).decisions
+    assert decision.kind is DecisionKind.MATCHED_BY_REF
+    assert exception_of(decision) is None
+    assert parse_decision(decision_value(decision)) == decision
+
+
+def test_a_mismatch_is_an_exception_about_the_payment_and_its_entry() -> None:
+    payment = pay("REQ2")
+    ledger = apply_payment(BankLedger.empty(BANK), payment).ledger
+    e = entry("REQ2", "360000.00")
+    (decision,) = apply_entry(ledger, e).decisions
+    record = exception_of(decision)
+    assert record is not None
+    assert (record.reason, record.participant_id, record.event_id) == ("AMOUNT_MISMATCH", CUSTOMER, payment.event_id)
+    assert (record.exception_id, record.related_event_id, record.amount_idr) == (
+        decision.decision_id,
+        e.entry_id,
+        370_000,
+    )
+    assert record.bank_id == BANK
+
+
+def test_close_due_breaks_an_unnotified_entry_with_an_empty_participant_and_prunes() -> None:
+    e = entry("UNKNOWN1")
+    ledger = apply_entry(BankLedger.empty(BANK), e).ledger
+    # 12 h grace after the WIB day ends: 16 Jul 00:00 WIB + 12 h = 16 Jul 05:00 UTC
+    assert close_due(ledger, datetime(2025, 7, 16, 4, 59, tzinfo=UTC)).decisions == ()
+    step = close_due(ledger, datetime(2025, 7, 16, 5, 0, tzinfo=UTC))
+    (decision,) = step.decisions
+    assert decision.kind is DecisionKind.ON_STATEMENT_NOT_NOTIFIED
+    record = exception_of(decision)
+    assert record is not None and record.participant_id == "" and record.event_id == e.entry_id
+    assert record.related_event_id is None
+    assert step.ledger.closed_days == (D,)
+    # KEEP_DAYS later the closed day is forgotten: the ledger does not grow with history
+    later = close_due(step.ledger, datetime(2025, 7, 16, 5, 0, tzinfo=UTC) + timedelta(days=KEEP_DAYS + 1))
+    assert later.decisions == () and later.ledger == BankLedger.empty(BANK)
+
+
+def test_keep_from_is_a_wib_date() -> None:
+    # 18:00 UTC is already the next day in WIB
+    assert keep_from(datetime(2025, 7, 15, 18, 0, tzinfo=UTC)) == date(2025, 7, 16) - timedelta(days=KEEP_DAYS)
+
+
+def test_load_ledger_round_trips_and_defaults_to_empty() -> None:
+    ledger = apply_payment(BankLedger.empty(BANK), pay("REQ3")).ledger
+    assert load_ledger(None, BANK) == BankLedger.empty(BANK)
+    assert load_ledger(orjson.dumps(ledger.to_json()), BANK) == ledger
+
+
+def test_decisions_of_keeps_one_bank_and_counts_unreadable_records() -> None:
+    ledger = apply_payment(BankLedger.empty(BANK), pay("REQ4")).ledger
+    (decision,) = apply_entry(ledger, entry("REQ4")).decisions
+    other = decision.model_copy(update={"bank_id": "BNI", "decision_id": "x"})
+    records = [
+        (BANK.encode(), decision_value(decision)),
+        (BANK.encode(), decision_value(decision)),  # a redelivery
+        (b"BNI", decision_value(other)),
+        (BANK.encode(), b"not json"),
+        (BANK.encode(), None),
+    ]
+    chosen, unreadable = decisions_of(records, BANK)
+    assert chosen == [decision, decision] and unreadable == 1
+    report = build_report(chosen, BANK, D)
+    assert report.category("MATCHED_BY_REF").decisions == 1
+    assert report.category("MATCHED_BY_REF").amount_idr == 370_000

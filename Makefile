@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint unit install clean
+.PHONY: demo test bench lint unit install clean system-deps
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -18,7 +18,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sinergi up --simulate
 
-test: $(STAMP)
+# Prometheus (promtool, and a real server scraping the hub) and Chromium (the status page) come from
+# Debian's packages: installed here when missing and running as root on Debian (CI); elsewhere the
+# tests that need them say what is missing.
+DEBIAN_PACKAGES := prometheus chromium
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check services connectors tests
 	$(BIN)/mypy services connectors
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -118,6 +118,13 @@ STATEMENT_DECISIONS = TopicSpec(
     Encoding.JSON,
     doc="Statement reconciliation decisions (statement_match.Decision JSON): matches and breaks per bank.",
 )
+REVERSALS = TopicSpec(
+    "reversals.v1",
+    PARTICIPANT_KEY,
+    Encoding.AVRO,
+    "sinergi.Reversal",
+    doc="Payments taken back by their bank (statement REVERSAL / ERROR CORRECTION debits tied to a payment).",
+)
 CORE_MEMBER_RECORDS = TopicSpec(
     "core.member-records.v1",
     PARTICIPANT_KEY,
@@ -204,6 +211,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EXCEPTIONS,
     STATEMENTS_BY_BANK,
     STATEMENT_DECISIONS,
+    REVERSALS,
     CORE_MEMBER_RECORDS,
     KBRI_CASES,
     CORE_CASE_UPDATES,

@@ -1,6 +1,6 @@
-"""reconcile: enrollments.v1 + payments.v1 → members.v1 (+ reconciliation.exceptions.v1).
+"""reconcile: enrollments.v1 + payments.v1 + reversals.v1 → members.v1 (+ reconciliation.exceptions.v1).
 
-Both inputs are keyed by the participant key, so one agent sees every event of a participant in order on
+Every input is keyed by the participant key, so one agent sees every event of a participant in order on
 one partition, beside that participant's state in the `members` table (changelog-backed). The decisions
 are the domain's (services.domain.reconcile); this module decodes, looks up, stores and sends.
 
@@ -23,9 +23,9 @@ from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
 from services import fx_rates, metrics
-from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS
+from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS, REVERSALS
 from services.context import ServiceContext
-from services.domain.models import Enrollment, FxRate, Payment
+from services.domain.models import Enrollment, FxRate, Payment, Reversal
 from services.domain.reconcile import (
     Decision,
     FxReference,
@@ -35,6 +35,7 @@ from services.domain.reconcile import (
     current_record,
     on_enrollment,
     on_payment,
+    on_reversal,
     on_tick,
 )
 from services.stage import Stage
@@ -58,6 +59,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     source = app.topic(
         ENROLLMENTS.name,
         PAYMENTS.name,
+        REVERSALS.name,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -183,6 +185,8 @@ def _decide(
     if source == ENROLLMENTS.name:
         enrollment = ctx.codec.decode_model(value, Enrollment)
         return state, on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)
+    if source == REVERSALS.name:
+        return state, on_reversal(state, ctx.codec.decode_model(value, Reversal), policy=policy)
     payment = ctx.codec.decode_model(value, Payment)
     return state, on_payment(state, payment, policy=policy, fx_reference=fx_reference)
 

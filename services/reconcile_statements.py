@@ -1,4 +1,5 @@
-"""reconcile_statements: payments.v1 + statement-entries.v1 → reconciliation.statements.v1 (+ exceptions).
+"""reconcile_statements: payments.v1 + statement-entries.v1 → reconciliation.statements.v1 (+ exceptions,
++ reversals.v1 for the member reconciler).
 
 The matching is the domain's (services.domain.statement_match); this module routes, stores and sends.
 
@@ -40,7 +41,14 @@ import orjson
 
 from services import metrics
 from services.app import topic
-from services.catalogue import EXCEPTIONS, PAYMENTS, STATEMENT_DECISIONS, STATEMENT_ENTRIES, STATEMENTS_BY_BANK
+from services.catalogue import (
+    EXCEPTIONS,
+    PAYMENTS,
+    REVERSALS,
+    STATEMENT_DECISIONS,
+    STATEMENT_ENTRIES,
+    STATEMENTS_BY_BANK,
+)
 from services.context import ServiceContext
 from services.domain.dates import wib_date
 from services.domain.models import Payment, ReconciliationException, StatementEntry
@@ -54,6 +62,7 @@ from services.domain.statement_match import (
     close_day,
     due_closures,
     prune,
+    reversal_of,
 )
 from services.stage import Stage, header_map
 
@@ -127,6 +136,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     by_bank = topic(app, STATEMENTS_BY_BANK.name)
     decisions_out = topic(app, STATEMENT_DECISIONS.name)
     exceptions_out = topic(app, EXCEPTIONS.name)
+    reversals_out = topic(app, REVERSALS.name)
+    reversal_schema = REVERSALS.value_schema or "sinergi.Reversal"
     exception_schema = EXCEPTIONS.value_schema or "sinergi.ReconciliationException"
     ledgers = app.Table(
         LEDGER_TABLE,
@@ -182,6 +193,10 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             if record is not None:
                 value = ctx.codec.encode(exception_schema, record)
                 pending.append(await exceptions_out.send(key=record.participant_id.encode(), value=value))
+            reversal = reversal_of(d)
+            if reversal is not None:  # the member goes back: keyed like its other events, same partition
+                value = ctx.codec.encode(reversal_schema, reversal)
+                pending.append(await reversals_out.send(key=reversal.participant_id.encode(), value=value))
             metrics.STATEMENT_DECISIONS.labels(d.bank_id, d.kind.value).inc()
         for fut in pending:
             await fut  # raises when Kafka refused: the caller crashes before the ledger is written

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Sex(StrEnum):
@@ -249,6 +249,52 @@ class FxRate(_Record):
     published_at: datetime
 
 
+REVERSAL_DETAIL_STATUSES = frozenset({EntryDetailStatus.ERROR_CORRECTION, EntryDetailStatus.REVERSAL})
+
+
+class Reversal(_Record):
+    """A payment taken back by the bank (reversals.v1, key participant key). ``reverses_event_id`` (the
+    payment's event id, as the statement reconciler names it) or ``bank_refs`` (a statement entry's bank
+    reference / end-to-end id, matched against the credited payment's paymentRequestId and partnerReferenceNo
+    at the same bank) says which. ``amount`` and ``currency``, when given, must be those of the payment."""
+
+    event_id: str
+    participant_id: str
+    bank_id: str
+    reverses_event_id: str | None = None
+    bank_refs: list[str] = Field(default_factory=list)
+    amount: Decimal | None = Field(None, ge=0, max_digits=18, decimal_places=2)
+    currency: str | None = None
+    received_at: datetime
+    detail: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Reversal:
+        if self.reverses_event_id is None and not self.bank_refs:
+            raise ValueError("a reversal names the payment it reverses: reverses_event_id or bank_refs")
+        if (self.amount is None) != (self.currency is None):
+            raise ValueError("amount and currency come together")
+        if self.received_at.tzinfo is None or self.received_at.utcoffset() is None:
+            raise ValueError("received_at must be timezone-aware")
+        return self
+
+    @classmethod
+    def of_statement_entry(cls, entry: StatementEntry, participant_id: str) -> Reversal:
+        """The reversal an ERROR_CORRECTION / REVERSAL statement entry stands for (ValueError otherwise).
+        The caller routes the entry to its participant (e.g. by the VA in ``customer_ref``)."""
+        if entry.detail_status not in REVERSAL_DETAIL_STATUSES:
+            raise ValueError("only ERROR_CORRECTION and REVERSAL entries reverse a payment")
+        return cls(
+            event_id=entry.entry_id,
+            participant_id=participant_id,
+            bank_id=entry.bank_id,
+            bank_refs=[r for r in (entry.bank_ref, entry.end_to_end_id) if r],
+            amount=entry.amount,
+            currency=entry.currency,
+            received_at=entry.imported_at,
+        )
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.Enrollment": Enrollment,
     "sinergi.Payment": Payment,
@@ -258,4 +304,5 @@ RECORD_TYPES: dict[str, type[_Record]] = {
     "sinergi.Case": Case,
     "sinergi.CaseUpdate": CaseUpdate,
     "sinergi.FxRate": FxRate,
+    "sinergi.Reversal": Reversal,
 }

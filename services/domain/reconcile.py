@@ -67,7 +67,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from services.domain import coverage
 from services.domain.dates import WIB, require_aware, wib_date
@@ -75,7 +75,6 @@ from services.domain.identity import PARTNER_SERVICE_ID_LEN, event_uuid
 from services.domain.models import (
     BillLine,
     Enrollment,
-    EntryDetailStatus,
     LineageEntry,
     MemberRecord,
     MemberStatus,
@@ -83,8 +82,8 @@ from services.domain.models import (
     Payment,
     Program,
     ReconciliationException,
+    Reversal,
     Sex,
-    StatementEntry,
 )
 from services.domain.tariff import Tariff, TariffTable, bill_amount_idr
 
@@ -116,7 +115,6 @@ ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
 NOTHING_DUE = "NOTHING_DUE"
 
 CREDITED_OUTCOMES = frozenset({EXACT, PARTIAL, COMPLETED_BY_PARTIALS, OVERPAYMENT})
-REVERSAL_DETAIL_STATUSES = frozenset({EntryDetailStatus.ERROR_CORRECTION, EntryDetailStatus.REVERSAL})
 
 
 class EventKind(StrEnum):
@@ -190,47 +188,6 @@ class ReconcilePolicy(_Frozen):
 
 
 DEFAULT_POLICY = ReconcilePolicy()
-
-
-class Reversal(_Frozen):
-    """A payment taken back by the bank. ``reverses_event_id`` (an explicit reversal event) or ``bank_refs``
-    (a statement entry's bank reference / end-to-end id, matched against the credited payment's
-    paymentRequestId and partnerReferenceNo at the same bank) says which. ``amount`` and ``currency``, when
-    given, must be those of the payment."""
-
-    event_id: str
-    participant_id: str
-    bank_id: str
-    reverses_event_id: str | None = None
-    bank_refs: tuple[str, ...] = ()
-    amount: Decimal | None = None
-    currency: str | None = None
-    received_at: datetime
-
-    @model_validator(mode="after")
-    def _check(self) -> Reversal:
-        if self.reverses_event_id is None and not self.bank_refs:
-            raise ValueError("a reversal names the payment it reverses: reverses_event_id or bank_refs")
-        if (self.amount is None) != (self.currency is None):
-            raise ValueError("amount and currency come together")
-        require_aware(self.received_at, "received_at")
-        return self
-
-    @classmethod
-    def of_statement_entry(cls, entry: StatementEntry, participant_id: str) -> Reversal:
-        """The reversal an ERROR_CORRECTION / REVERSAL statement entry stands for (ValueError otherwise).
-        The caller routes the entry to its participant (e.g. by the VA in ``customer_ref``)."""
-        if entry.detail_status not in REVERSAL_DETAIL_STATUSES:
-            raise ValueError("only ERROR_CORRECTION and REVERSAL entries reverse a payment")
-        return cls(
-            event_id=entry.entry_id,
-            participant_id=participant_id,
-            bank_id=entry.bank_id,
-            bank_refs=tuple(r for r in (entry.bank_ref, entry.end_to_end_id) if r),
-            amount=entry.amount,
-            currency=entry.currency,
-            received_at=entry.imported_at,
-        )
 
 
 class EnrollmentSnapshot(_Frozen):

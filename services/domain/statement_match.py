@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.domain.dates import WIB, require_aware, wib_date
 from services.domain.identity import PARTNER_SERVICE_ID_LEN, event_uuid
-from services.domain.models import EntryDetailStatus, EntryDirection, Payment, StatementEntry
+from services.domain.models import EntryDetailStatus, EntryDirection, Payment, Reversal, StatementEntry
 
 IDR = "IDR"
 # a bank that sends no statement by noon WIB the next day is closed without one (the stage may configure it)
@@ -770,6 +770,28 @@ def prune(ledger: BankLedger, keep_from: date) -> BankLedger:
             "seen_entries": {k: d for k, d in ledger.seen_entries.items() if not old(d)},
             "closed_days": tuple(d for d in ledger.closed_days if d >= keep_from),
         }
+    )
+
+
+def reversal_of(decision: Decision) -> Reversal | None:
+    """The member reconciler's input a REVERSAL decision stands for (None for any other decision).
+
+    Its event id is the decision id (deterministic: a redelivered decision is the same reversal). The debit's
+    amount and currency go with it, so a partial take-back is refused there as an amount mismatch instead of
+    putting the member back for money the bank only partly returned.
+    """
+    if decision.kind is not DecisionKind.REVERSAL or not decision.participant_id or not decision.payment_event_id:
+        return None
+    has_amount = decision.statement_amount is not None and decision.statement_currency is not None
+    return Reversal(
+        event_id=decision.decision_id,
+        participant_id=decision.participant_id,
+        bank_id=decision.bank_id,
+        reverses_event_id=decision.payment_event_id,
+        amount=decision.statement_amount if has_amount else None,
+        currency=decision.statement_currency if has_amount else None,
+        received_at=decision.decided_at,
+        detail=decision.detail,
     )
 
 

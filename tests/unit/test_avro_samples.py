@@ -33,6 +33,7 @@ from services.domain.models import (
     Payment,
     Program,
     ReconciliationException,
+    Reversal,
     Sex,
     StatementEntry,
     StatementSource,
@@ -270,6 +271,25 @@ FX_RATE = FxRate(
     published_at=datetime(2025, 7, 21, 1, 0, 0, 123000, tzinfo=UTC),
 )
 
+REVERSAL = Reversal(
+    event_id="rev-1",
+    participant_id="p" * 64,
+    bank_id="MANDIRI",
+    reverses_event_id="pay-1",
+    bank_refs=["REF1", "E2E1"],
+    amount=Decimal("108000.00"),
+    currency="IDR",
+    received_at=datetime(2025, 7, 22, 3, 4, 5, 678000, tzinfo=UTC),
+    detail="REF",
+)
+REVERSAL_MINIMAL = Reversal(
+    event_id="rev-2",
+    participant_id="q",
+    bank_id="BNI",
+    bank_refs=["X"],
+    received_at=datetime(2025, 1, 1, tzinfo=UTC),
+)
+
 SAMPLES: dict[str, list[Any]] = {
     "sinergi.Enrollment": [ENROLLMENT, ENROLLMENT_MINIMAL],
     "sinergi.Payment": [PAYMENT_MYR, PAYMENT_IDR],
@@ -279,6 +299,7 @@ SAMPLES: dict[str, list[Any]] = {
     "sinergi.Case": [CASE, CASE_MINIMAL],
     "sinergi.CaseUpdate": [CASE_ANSWERED, CASE_RECEIVED],
     "sinergi.FxRate": [FX_RATE],
+    "sinergi.Reversal": [REVERSAL, REVERSAL_MINIMAL],
 }
 
 

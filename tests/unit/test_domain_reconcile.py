@@ -13,6 +13,7 @@ from test_avro_samples import embedded_registry, started_codec
 
 from connectors.registry.compat import CompatibilityLevel, check_compatibility
 from services.domain import reconcile as rc
+from services.domain import statement_match as sm
 from services.domain.identity import event_uuid
 from services.domain.models import (
     Enrollment,
@@ -554,7 +555,7 @@ def test_statement_error_correction_reverses_by_bank_reference() -> None:
     rev = Reversal.of_statement_entry(entry, PID)
     assert (rev.event_id, rev.bank_refs, rev.amount, rev.currency) == (
         entry.entry_id,
-        ("MDR-REF-1",),
+        ["MDR-REF-1"],
         Decimal("370000.00"),
         "IDR",
     )
@@ -808,3 +809,53 @@ async def test_records_with_lineage_round_trip_through_avro() -> None:
         assert d2.exceptions[0].related_event_id == p1.event_id
     finally:
         await registry.aclose()
+
+
+# --- statement reversals reach the member (statement_match.reversal_of -> on_reversal) -------------------------
+def _statement_reversal(p: Payment, amount: str) -> sm.Decision:
+    """The REVERSAL decision the statement reconciler takes for a debit naming payment ``p`` by reference."""
+    debit = statement_entry(p.payment_request_id, amount, EntryDetailStatus.REVERSAL)
+    ledger = sm.apply_payment(sm.BankLedger.empty("MANDIRI"), p).ledger
+    step = sm.apply_entry(ledger, debit, now=T0 + timedelta(days=1))
+    [d] = [d for d in step.decisions if d.kind is sm.DecisionKind.REVERSAL]
+    return d
+
+
+def test_a_statement_reversal_of_the_whole_payment_sends_the_member_back() -> None:
+    p1 = payment("MDR-REF-9", 370_000)
+    s = on_payment(enroll().new_state, p1).new_state
+    decision = _statement_reversal(p1, "370000.00")
+    rev = sm.reversal_of(decision)
+    assert rev is not None
+    assert (rev.event_id, rev.participant_id, rev.reverses_event_id, rev.amount, rev.currency) == (
+        decision.decision_id,
+        PID,
+        p1.event_id,
+        Decimal("370000.00"),
+        "IDR",
+    )
+    d = on_reversal(s, rev)
+    assert d.outcome == "REVERSAL" and d.records[0].status == MemberStatus.AWAITING_PAYMENT
+    assert d.records[0].reversal_event_ids == [decision.decision_id]
+    assert on_reversal(d.new_state, sm.reversal_of(decision)).is_empty  # the decision re-sent after a crash
+
+
+def test_a_partial_statement_reversal_is_flagged_not_applied() -> None:
+    p1 = payment("MDR-REF-8", 370_000)
+    s = on_payment(enroll().new_state, p1).new_state
+    rev = sm.reversal_of(_statement_reversal(p1, "100000.00"))
+    assert rev is not None and rev.amount == Decimal("100000.00")
+    d = on_reversal(s, rev)
+    assert d.outcome == "REVERSAL_AMOUNT_MISMATCH" and d.records == []
+
+
+def test_only_reversal_decisions_naming_a_payment_become_reversals() -> None:
+    p1 = payment("MDR-REF-7", 370_000)
+    matched = sm.apply_entry(
+        sm.apply_payment(sm.BankLedger.empty("MANDIRI"), p1).ledger,
+        statement_entry("MDR-REF-7", "370000.00", EntryDetailStatus.BOOK).model_copy(
+            update={"direction": EntryDirection.CREDIT}
+        ),
+    ).decisions
+    assert [d.kind for d in matched] == [sm.DecisionKind.MATCHED_BY_REF]
+    assert sm.reversal_of(matched[0]) is None

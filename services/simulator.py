@@ -14,6 +14,25 @@ accepted notification with its X-EXTERNAL-ID (the stored answer again), the atta
 4092500), and ONE statement upload covering the bank's payments of the round (formats rotate between
 rounds: SNAP JSON, MT940, CSV, camt.054), expected 2001400 with every line accepted.
 
+Reconciliation cases, each at least once a round (shares in ``Mix``; counted as "cases" on the round line,
+codes only): an OVERPAYMENT (the bill rounded up); a PAYMENT_BEFORE_ENROLLMENT (the worker pays the VA of
+an enrollment the office posts only afterwards: the bank API accepts a payment for a customer number it
+does not know yet and the reconciler holds it, so the bank takes it without an inquiry, which could only
+say 4042412, as a counter working from a paper slip would; the customer number is the hub's keyed hash of
+the NIK, which the demo simulator can compute because it shares the hub's settings); an UNKNOWN_VA payment
+(a VA never issued, taken the same way; held as PAYMENT_BEFORE_ENROLLMENT); a FX_RATE_OUT_OF_TOLERANCE
+payment (rate beyond SINERGI_RECONCILE_FX_TOLERANCE_PCT of the published reference). Each statement
+carries a correction debit taking one paid member's payment back (REVERSAL), a credit net of a bank fee
+(AMOUNT_MISMATCH), a credit never notified (ON_STATEMENT_NOT_NOTIFIED) and leaves one notified payment
+off (NOTIFIED_NOT_ON_STATEMENT). BILL_EXPIRED is not produced: a bill is payable for
+SINERGI_BILL_VALIDITY_DAYS (30) after the enrollment, the bank API refuses a payment on an expired bill
+before the reconciler sees it (4042519), and the trxDateTime is the real time of the payment.
+
+After every ``report_every`` rounds, per bank, the daily statement-reconciliation report of the current
+WIB business date (GET /v1/reports/daily, signed over the empty body) is summarised in one line: matched,
+mismatched, unmatched and reversed counts with their rupiah sums. While the stage is off (503
+STATEMENT_RECONCILIATION_DISABLED) that is said once and the report is not asked for again.
+
 The read model behind the inquiry is fed asynchronously (reconciler -> members.v1 -> bank API), so a VA
 that is unknown right after its enrollment, or still outstanding right after its payment, is asked again
 with backoff until ``RetryPolicy.read_model_deadline_s``.
@@ -23,12 +42,12 @@ responseCode: that step is skipped, announced once per run and counted per round
 missing"), so the demo runs against a hub that does not serve every endpoint. A SNAP 404 (with a
 responseCode) is an answer like any other.
 
-One line per round; never any personal value (NIK, passport, name, VA) on the output. Requests are paced
-by ``rate`` (requests per second, all endpoints together). Connection errors and 503 (the APIs still
-starting, Kafka not acknowledging, the read model loading) are retried with exponential backoff and
-jitter, with the same idempotency keys (X-Request-Id, X-EXTERNAL-ID, paymentRequestId), until a deadline.
-SIGINT/SIGTERM stop the run cleanly (exit 0). The traffic itself comes from the pure generators in
-services.simulation.
+One line per round (and the daily-report lines); never any personal value (NIK, passport, name, VA) on the
+output. Requests are paced by ``rate`` (requests per second, all endpoints together). Connection errors
+and 503 (the APIs still starting, Kafka not acknowledging, the read model loading) are retried with
+exponential backoff and jitter, with the same idempotency keys (X-Request-Id, X-EXTERNAL-ID,
+paymentRequestId), until a deadline. SIGINT/SIGTERM stop the run cleanly (exit 0). The traffic itself
+comes from the pure generators in services.simulation.
 """
 
 from __future__ import annotations
@@ -49,6 +68,7 @@ from typing import Any
 
 import httpx
 
+from connectors.bank.snap_signing import sign_hmac_sha512
 from services import fx_rates
 from services.bank_client import (
     INQUIRY_PATH,
@@ -63,44 +83,65 @@ from services.bank_client import (
     amount_of,
     bank_credentials,
     encode_json,
+    endpoint_url,
     inquiry_body,
     new_external_id,
     read_answer,
     snap_timestamp,
     transactional_request,
+    transactional_string_to_sign,
 )
 from services.config import Settings
 from services.domain.dates import wib_date
+from services.domain.identity import compose_va, participant_id
 from services.domain.payment import to_idr
-from services.reference import load_banks, load_offices
+from services.domain.tariff import load_tariffs
+from services.reference import load_banks, load_offices, load_tariff_document
 from services.simulation.generators import (
     ACCEPTED_ENROLLMENT,
+    ACCEPTED_PAYMENT,
     CHANNEL_IDS,
     DEFAULT_BANKS,
     DEFAULT_OFFICES,
     IDR,
+    TYPICAL_BILL_IDR,
     BankRef,
+    Case,
     Expect,
     MemberScript,
     Mix,
+    PaymentStep,
     World,
+    expected_bill_idr,
+    fx_off_deviation_pct,
     kbri_headers,
     office_request_id,
+    payment_request_id,
     payment_steps,
+    plan_cases,
     plan_member,
+    requote_off_reference,
+    unissued_customer_no,
+    unknown_va_payment,
 )
+from services.simulation.reports import summary_line
 from services.simulation.statements import (
+    PAYMENT_BREAKS,
     ROTATION,
+    Break,
     Statement,
     StatementLine,
     build_statement,
     collection_account_no,
     in_booking_order,
+    with_breaks,
 )
 
 ENROLL_PATH = "/v1/enrollments"
 PAY_PATH = PAYMENT_PATH
 HEALTH_PATH = "/healthz"
+REPORT_PATH = "/v1/reports/daily"
+REPORT_DISABLED = "STATEMENT_RECONCILIATION_DISABLED"
 SNAP_SUCCESS = "2002500"
 INQUIRY_SUCCESS = "2002400"
 STATEMENT_SUCCESS = "2001400"
@@ -147,6 +188,7 @@ class RoundStats:
     refused: Counter[str] = field(default_factory=Counter)  # expected refusals by reason code
     skipped: Counter[str] = field(default_factory=Counter)  # steps skipped: endpoint not served (yet)
     unexpected: Counter[str] = field(default_factory=Counter)  # endpoint:status:reason
+    cases: Counter[str] = field(default_factory=Counter)  # reconciliation cases produced (Case, Break)
     retries: int = 0
     gave_up: int = 0
     seconds: float = 0.0
@@ -163,7 +205,7 @@ class RoundStats:
         "retries",
         "gave_up",
     )
-    _COUNTERS = ("notifications", "currencies", "statements", "refused", "skipped", "unexpected")
+    _COUNTERS = ("notifications", "currencies", "statements", "refused", "skipped", "unexpected", "cases")
 
     def add(self, other: RoundStats) -> None:
         for name in self._INTS:
@@ -188,6 +230,7 @@ class RoundStats:
             f"statements {sum(self.statements.values())} [{counts(self.statements) or '-'}; "
             f"{self.statement_entries} entries]",
             f"refused as expected {sum(self.refused.values())} [{counts(self.refused) or '-'}]",
+            f"cases {sum(self.cases.values())} [{counts(self.cases) or '-'}]",
         ]
         if self.skipped:
             parts.append(f"skipped, endpoint missing {sum(self.skipped.values())} [{counts(self.skipped)}]")
@@ -212,6 +255,13 @@ class Accepted:
     body: dict[str, Any]
     amount_idr: int
     accepted_at: datetime
+    label: str = "full"  # the PaymentStep label
+    case: Case | None = None
+
+    @property
+    def ordinary(self) -> bool:
+        """The member's only payment, of an ordinary member: a statement break may be about it."""
+        return self.case is None and self.label == "full"
 
 
 @dataclass
@@ -322,6 +372,7 @@ class Simulator:
         out: Callable[[str], None] = lambda line: print(line, flush=True),
         world: World | None = None,
         credentials: Mapping[str, BankCredentials] | None = None,
+        report_every: int = 1,
     ) -> None:
         self.kbri = kbri
         self.bank = bank
@@ -335,6 +386,11 @@ class Simulator:
         self.sessions = {b.bank_id: _BankSession(bank, creds[b.bank_id], out) for b in self.world.banks}
         self.skew_s = settings.snap_timestamp_skew_s
         self.customer_no_digits = settings.customer_no_digits
+        self.participant_secret = settings.participant_key_secret.get_secret_value().encode("utf-8")
+        self.tariffs = load_tariffs(load_tariff_document(settings.tariff_file))
+        self.fx_tolerance_pct = settings.reconcile_fx_tolerance_pct
+        self.report_every = report_every
+        self._reports_off = False
         self.limiter = RateLimiter(rate)
         self.concurrency = max(4, min(64, int(rate))) if rate > 0 else 32
         self._jitter = random.Random()  # backoff jitter only; traffic comes from the seeded per-member rngs
@@ -468,7 +524,7 @@ class Simulator:
         stats.unexpected[f"{endpoint}:{response.status_code}:{reason}(expected {expect.reason})"] += 1
         return False
 
-    def _missing(self, stats: RoundStats, endpoint: str, path: str, answer: SnapAnswer) -> bool:
+    def _missing(self, stats: RoundStats, endpoint: str, path: str, answer: SnapAnswer, method: str = "POST") -> bool:
         """True (and counted, announced once per run) when the endpoint is not served at all."""
         if not answer.endpoint_missing:
             return False
@@ -476,7 +532,7 @@ class Simulator:
         if endpoint not in self._announced_missing:
             self._announced_missing.add(endpoint)
             self.out(
-                f"simulator: POST {path} answers 404 without a SNAP responseCode: endpoint not deployed; "
+                f"simulator: {method} {path} answers 404 without a SNAP responseCode: endpoint not deployed; "
                 f"skipping {endpoint} steps (counted per round)"
             )
         return True
@@ -486,9 +542,9 @@ class Simulator:
         return min(delay * 2, self.retry.max_s)
 
     # --- one worker ------------------------------------------------------------------------------------
-    def _plan(self, rng: random.Random, today: Any) -> MemberScript:
+    def _plan(self, rng: random.Random, today: Any, case: Case | None = None) -> MemberScript:
         while True:
-            script = plan_member(rng, self.world, today, self.mix)
+            script = plan_member(rng, self.world, today, self.mix, case)
             nik = script.enrollment["nik"]
             if nik not in self._recent_niks:  # one NIK, one participant: avoid accidental re-enrollment
                 if len(self._recent_niks) >= _RECENT_NIKS_MAX:
@@ -496,10 +552,15 @@ class Simulator:
                 self._recent_niks.add(nik)
                 return script
 
-    async def _member(self, rng: random.Random, stats: RoundStats, ledger: RoundLedger) -> None:
+    async def _member(
+        self, rng: random.Random, stats: RoundStats, ledger: RoundLedger, case: Case | None = None
+    ) -> None:
         today = wib_date(datetime.now(UTC))
-        script = self._plan(rng, today)
+        script = self._plan(rng, today, case)
         stats.members += 1
+        if script.case is Case.PAYMENT_BEFORE_ENROLLMENT:
+            await self._pay_before_enrollment(rng, script, stats, ledger)
+            return
         office = script.office.code
         token = self.office_tokens[office]
         if script.bad_enrollment is not None:
@@ -543,7 +604,10 @@ class Simulator:
         for step in steps:
             if step.label in PAYING_STEPS:  # a duplicate shares its body: re-quoted with it
                 fx_rates.pin_to_reference(step.body)
-        ask_when_paid = rng.random() < self.mix.paid_inquiry_share
+        if script.case is Case.FX_RATE_OUT_OF_TOLERANCE:
+            steps = [self._off_reference(rng, step) for step in steps]
+        # Under the HOLD policy an FX case is not credited: its bill would rightly still read as open.
+        ask_when_paid = rng.random() < self.mix.paid_inquiry_share and script.case is not Case.FX_RATE_OUT_OF_TOLERANCE
         all_ok = True
         paid_idr = 0
         for step in steps:
@@ -570,12 +634,97 @@ class Simulator:
                     paid_idr += step_idr
                     answer = read_answer(response).body
                     at = datetime.now(UTC)
-                    ledger.add(bank.bank_id, Accepted(external_id, content, answer, step.body, step_idr, at))
+                    accepted = Accepted(external_id, content, answer, step.body, step_idr, at, step.label, script.case)
+                    ledger.add(bank.bank_id, accepted)
         if all_ok:
             stats.paid += 1
             stats.currencies[script.currency] += 1
+            if script.case is not None:
+                stats.cases[script.case.value] += 1
             if ask_when_paid and paid_idr >= amount_idr:
                 await self._inquire_paid(rng, session, steps[-1].body, stats)
+
+    def _off_reference(self, rng: random.Random, step: PaymentStep) -> PaymentStep:
+        """The step re-quoted at a rate beyond the FX tolerance of the day's simulated reference rate."""
+        body = step.body
+        currency = body["paidAmount"]["currency"]
+        if step.label not in PAYING_STEPS or currency not in fx_rates.SIMULATED_CENTRE:
+            return step
+        day = wib_date(datetime.fromisoformat(body["trxDateTime"]))
+        deviation = fx_off_deviation_pct(rng, self.fx_tolerance_pct, self.mix.fx_off_margin_pct)
+        off = requote_off_reference(body, fx_rates.simulated_rate(currency, day), deviation)
+        return PaymentStep(step.label, off, step.expect)
+
+    async def _pay_before_enrollment(
+        self, rng: random.Random, script: MemberScript, stats: RoundStats, ledger: RoundLedger
+    ) -> None:
+        """PAYMENT_BEFORE_ENROLLMENT: the worker pays at once, the office posts the enrollment afterwards.
+
+        The bank takes the payment without an inquiry (it could only answer 4042412: the hub does not know the
+        VA yet) and the bank API accepts it; the reconciler holds it until the enrollment arrives, then credits
+        it, so the bill must read as paid (4042414) once the read model caught up."""
+        today = wib_date(datetime.now(UTC))
+        bank = script.bank
+        session = self.sessions[bank.bank_id]
+        customer_no = participant_id(script.enrollment["nik"], self.participant_secret, self.customer_no_digits)
+        amount_idr = expected_bill_idr(self.tariffs, script.enrollment, today)
+        (step,) = payment_steps(
+            rng, script, self.world, customer_no=customer_no, amount_idr=amount_idr, paid_at=datetime.now(UTC)
+        )
+        fx_rates.pin_to_reference(step.body)
+        external_id = new_external_id(rng, datetime.now(UTC))
+        content = encode_json(step.body)
+        build = self._signed(session, PAY_PATH, content, external_id=external_id, channel_id=rng.choice(CHANNEL_IDS))
+        response = await self._send(self.bank, build, stats, renew_token=True)
+        if response is None or not self._check(stats, "payment", response, ACCEPTED_PAYMENT):
+            return
+        stats.notifications[step.label] += 1
+        paid = amount_idr_of(step.body)
+        answer = read_answer(response).body
+        accepted = Accepted(
+            external_id, content, answer, step.body, paid, datetime.now(UTC), step.label, Case.PAYMENT_BEFORE_ENROLLMENT
+        )
+        ledger.add(bank.bank_id, accepted)
+        if self.mix.late_enrollment_delay_s > 0:
+            await asyncio.sleep(self.mix.late_enrollment_delay_s)
+        office = script.office.code
+        headers = kbri_headers(self.office_tokens[office], office_request_id(rng, office, today))
+        response = await self._send(self.kbri, self._plain(ENROLL_PATH, script.enrollment, headers), stats)
+        if response is None or not self._check(stats, "enrollment", response, ACCEPTED_ENROLLMENT):
+            return
+        enrolled = response.json()
+        stats.enrolled += 1
+        stats.warnings += bool(enrolled.get("warnings"))
+        # A hub with another participant key (or tariff) than the simulator's would leave the payment held.
+        if str(enrolled.get("customer_no")) != customer_no:
+            stats.unexpected["enrollment:202:CUSTOMER_NO_DIFFERS"] += 1
+            return
+        if int((enrolled.get("bill") or {}).get("amount_idr", -1)) != paid:
+            stats.unexpected["enrollment:202:BILL_DIFFERS"] += 1
+            return
+        stats.paid += 1
+        stats.currencies[script.currency] += 1
+        stats.cases[Case.PAYMENT_BEFORE_ENROLLMENT.value] += 1
+        await self._inquire_paid(rng, session, step.body, stats)
+
+    async def _pay_unknown_va(self, rng: random.Random, bank: BankRef, stats: RoundStats, ledger: RoundLedger) -> None:
+        """UNKNOWN_VA: a payment to a VA the hub never issued, taken without an inquiry; accepted and held."""
+        session = self.sessions[bank.bank_id]
+        customer_no = unissued_customer_no(rng, self.customer_no_digits)
+        body = unknown_va_payment(rng, bank, customer_no=customer_no, paid_at=datetime.now(UTC))
+        fx_rates.pin_to_reference(body)
+        external_id = new_external_id(rng, datetime.now(UTC))
+        content = encode_json(body)
+        build = self._signed(session, PAY_PATH, content, external_id=external_id, channel_id=rng.choice(CHANNEL_IDS))
+        response = await self._send(self.bank, build, stats, renew_token=True)
+        if response is None or not self._check(stats, "payment", response, ACCEPTED_PAYMENT):
+            return
+        stats.cases[Case.UNKNOWN_VA.value] += 1
+        answer = read_answer(response).body
+        at = datetime.now(UTC)
+        ledger.add(
+            bank.bank_id, Accepted(external_id, content, answer, body, amount_idr_of(body), at, "full", Case.UNKNOWN_VA)
+        )
 
     def _inquiry(self, rng: random.Random, session: _BankSession, body: Mapping[str, Any]) -> Build:
         # A new X-EXTERNAL-ID for every ask: asking again is a new request, not a replay of the last answer.
@@ -635,7 +784,8 @@ class Simulator:
     async def _inquire_paid(
         self, rng: random.Random, session: _BankSession, payment: Mapping[str, Any], stats: RoundStats
     ) -> None:
-        """After the bill was paid in full the inquiry must answer 4042414 once the read model caught up."""
+        """After the bill was paid in full the inquiry must answer 4042414 once the read model caught up
+        (with the bill, or at all: a member enrolled after the payment)."""
         body = self._inquiry_for({**payment, "paymentRequestId": f"{payment['paymentRequestId']}-CHK"})
         deadline = time.monotonic() + self.retry.read_model_deadline_s
         delay = self.retry.initial_s
@@ -650,7 +800,9 @@ class Simulator:
                 stats.inquiries += self._check(stats, "inquiry", response, BILL_PAID)
                 return
             still_open = answer.status == 200 and answer.code == INQUIRY_SUCCESS
-            if still_open and time.monotonic() + delay < deadline:
+            # A VA enrolled after its payment may not be in the read model yet: lagging too, not refused.
+            unknown_yet = answer.status == UNKNOWN_VA.status and answer.reason == UNKNOWN_VA.reason
+            if (still_open or unknown_yet) and time.monotonic() + delay < deadline:
                 stats.read_model_waits += 1
                 delay = await self._backoff(delay)
                 continue
@@ -709,14 +861,60 @@ class Simulator:
         )
         await attempt(stale, STALE_TIMESTAMP)
 
+    def _unnotified_line(self, bank: BankRef) -> Callable[[random.Random], StatementLine]:
+        """A credit the bank booked to a VA but never notified (its notification was lost on the bank's side)."""
+
+        def line(rng: random.Random) -> StatementLine:
+            now = datetime.now(UTC)
+            customer_no = unissued_customer_no(rng, self.customer_no_digits)
+            amount = TYPICAL_BILL_IDR
+            return StatementLine(
+                amount_idr=amount,
+                booked_at=now,
+                payment_request_id=payment_request_id(rng, bank.bank_id, now),
+                virtual_account_no=compose_va(bank.partner_service_id, customer_no),
+                origin_value=f"{amount}.00",
+                origin_currency=IDR,
+                partner_reference_no=f"{rng.getrandbits(48):012X}",
+            )
+
+        return line
+
     async def _statement(
-        self, rng: random.Random, bank: BankRef, number: int, lines: list[Accepted], stats: RoundStats
+        self,
+        rng: random.Random,
+        bank: BankRef,
+        number: int,
+        lines: list[Accepted],
+        stats: RoundStats,
+        wanted: tuple[Break, ...] = (),
     ) -> None:
-        """ONE upload per bank and round: every new payment the API accepted from this bank in the round."""
+        """ONE upload per bank and round: every new payment the API accepted from this bank in the round,
+        with the ``wanted`` breaks."""
         if not lines:
             return
         fmt = ROTATION[(number - 1) % len(ROTATION)]
         opening = self._balances.get(bank.bank_id, 0)
+        credits = [
+            StatementLine(
+                amount_idr=a.amount_idr,
+                booked_at=a.accepted_at,
+                payment_request_id=a.body["paymentRequestId"],
+                virtual_account_no=a.body["virtualAccountNo"],
+                origin_value=a.body["paidAmount"]["value"],
+                origin_currency=a.body["paidAmount"]["currency"],
+                partner_reference_no=a.body.get("partnerReferenceNo"),
+            )
+            for a in lines
+        ]
+        broken = with_breaks(
+            rng,
+            credits,
+            candidates=[a.body["paymentRequestId"] for a in lines if a.ordinary],
+            wanted=wanted,
+            corrected_at=datetime.now(UTC),
+            unnotified=self._unnotified_line(bank),
+        )
         statement = Statement(
             bank_id=bank.bank_id,
             account_no=collection_account_no(bank.partner_service_id),
@@ -724,19 +922,7 @@ class Simulator:
             statement_date=wib_date(datetime.now(UTC)),
             sequence=number,
             opening_idr=opening,
-            lines=in_booking_order(
-                [
-                    StatementLine(
-                        amount_idr=a.amount_idr,
-                        booked_at=a.accepted_at,
-                        payment_request_id=a.body["paymentRequestId"],
-                        virtual_account_no=a.body["virtualAccountNo"],
-                        origin_value=a.body["paidAmount"]["value"],
-                        origin_currency=a.body["paidAmount"]["currency"],
-                    )
-                    for a in lines
-                ]
-            ),
+            lines=in_booking_order(broken.lines),
         )
         upload = build_statement(statement, fmt)
         build = self._signed(
@@ -764,15 +950,32 @@ class Simulator:
         self._balances[bank.bank_id] = statement.closing_idr
         stats.statements[fmt.value] += 1
         stats.statement_entries += len(statement.lines)
+        stats.cases.update(kind.value for kind in broken.breaks)
+
+    def _wanted_breaks(self, index: int) -> tuple[Break, ...]:
+        """Every bank's statement wants every break; each bank puts another first, so that when payments are
+        scarce the round still gets each break at some bank."""
+        if not self.mix.statement_breaks:
+            return ()
+        shift = index % len(PAYMENT_BREAKS)
+        return (*PAYMENT_BREAKS[shift:], *PAYMENT_BREAKS[:shift], Break.ON_STATEMENT_NOT_NOTIFIED)
 
     async def _end_of_round(self, number: int, ledger: RoundLedger, stats: RoundStats) -> None:
-        async def one(bank: BankRef) -> None:
+        banks = self.world.banks
+        unknown_at = {
+            banks[(number - 1 + k) % len(banks)].bank_id for k in range(min(self.mix.unknown_va_payments, len(banks)))
+        }
+
+        async def one(index: int, bank: BankRef) -> None:
             rng = random.Random(f"{self.seed}/{number}/bank/{bank.bank_id}")
             accepted = ledger.by_bank.get(bank.bank_id, [])
             await self._bank_checks(rng, bank, accepted, stats)
-            await self._statement(rng, bank, number, accepted, stats)
+            if bank.bank_id in unknown_at:
+                await self._pay_unknown_va(rng, bank, stats, ledger)
+                accepted = ledger.by_bank.get(bank.bank_id, [])
+            await self._statement(rng, bank, number, accepted, stats, self._wanted_breaks(index))
 
-        await asyncio.gather(*(one(bank) for bank in self.world.banks))
+        await asyncio.gather(*(one(i, bank) for i, bank in enumerate(banks)))
 
     # --- rounds ----------------------------------------------------------------------------------------
     async def run_round(self, number: int, members: int, stop: asyncio.Event) -> tuple[RoundStats, bool]:
@@ -783,9 +986,11 @@ class Simulator:
         tokens_before = self._tokens_issued()
         gate = asyncio.Semaphore(self.concurrency)
 
+        cases = plan_cases(random.Random(f"{self.seed}/{number}/cases"), members, self.mix)
+
         async def member(i: int) -> None:
             async with gate:
-                await self._member(random.Random(f"{self.seed}/{number}/{i}"), stats, ledger)
+                await self._member(random.Random(f"{self.seed}/{number}/{i}"), stats, ledger, cases.get(i))
 
         tasks = {asyncio.create_task(member(i)) for i in range(members)}
         interrupted = await self._until_done_or_stopped(tasks, stop, stats)
@@ -843,6 +1048,8 @@ class Simulator:
             stats, interrupted = await self.run_round(number, members, stop)
             total.add(stats)
             self.out(stats.line(f"round {number}" + (" (interrupted)" if interrupted else "")))
+            if not interrupted and self.report_every > 0 and number % self.report_every == 0:
+                total.add(await self.daily_reports())
             if not forever:
                 break
         if forever or number > 1:
@@ -851,12 +1058,69 @@ class Simulator:
             return 0
         return 0 if total.ok else 1
 
+    # --- the daily report, per bank ------------------------------------------------------------------------
+    async def daily_reports(self) -> RoundStats:
+        """Ask every bank's daily report of today (WIB) and print one summary line per bank. One attempt each:
+        a report is a view, so a refusal is said rather than retried."""
+        stats = RoundStats()
+        if self._reports_off:
+            return stats
+        day = wib_date(datetime.now(UTC))
+        results = await asyncio.gather(*(self._daily_report(bank, day, stats) for bank in self.world.banks))
+        for line in results:
+            if line is not None:
+                self.out(line)
+        return stats
+
+    async def _daily_report(self, bank: BankRef, day: Any, stats: RoundStats) -> str | None:
+        session = self.sessions[bank.bank_id]
+        query = f"bank={bank.bank_id}&date={day.isoformat()}"
+        try:
+            token = await session.token(stats)
+        except _NoToken:
+            return None
+        timestamp = snap_timestamp(datetime.now(UTC))
+        url = endpoint_url(REPORT_PATH, query, session.creds.endpoint_url)
+        sts = transactional_string_to_sign("GET", url, token, b"", timestamp)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-PARTNER-ID": bank.bank_id,
+            "X-EXTERNAL-ID": new_external_id(self._jitter, datetime.now(UTC)),
+            "X-TIMESTAMP": timestamp,
+            "X-SIGNATURE": sign_hmac_sha512(session.creds.client_secret, sts),
+        }
+        await self.limiter.acquire()
+        try:
+            response = await self.bank.get(f"{REPORT_PATH}?{query}", headers=headers)
+        except httpx.TransportError:
+            return f"daily report {bank.bank_id} {day.isoformat()}: bank API not reachable"
+        answer = read_answer(response)
+        if self._missing(stats, "report", REPORT_PATH, answer, method="GET"):
+            return None
+        if response.status_code == 200 and isinstance(answer.body, dict):
+            return summary_line(bank.bank_id, day.isoformat(), answer.body)
+        reason = _code(answer.reason)
+        if response.status_code == 503 and reason == REPORT_DISABLED:
+            if not self._reports_off:
+                self._reports_off = True
+                self.out(
+                    f"simulator: daily report: 503 {REPORT_DISABLED} (statement reconciliation is off, "
+                    "SINERGI_STATEMENT_RECONCILIATION_ENABLED); not asked again"
+                )
+            return None
+        if response.status_code == 503:  # the decisions topic could not be read just now
+            return f"daily report {bank.bank_id} {day.isoformat()}: unavailable ({reason})"
+        stats.unexpected[f"report:{response.status_code}:{reason}"] += 1
+        return f"daily report {bank.bank_id} {day.isoformat()}: refused ({response.status_code} {reason})"
+
 
 def _api_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-async def _main(settings: Settings, *, forever: bool, members: int, rate: float, seed: int) -> int:
+async def _main(
+    settings: Settings, *, forever: bool, members: int, rate: float, seed: int, report_every: int = 1
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -869,12 +1133,18 @@ async def _main(settings: Settings, *, forever: bool, members: int, rate: float,
         httpx.AsyncClient(base_url=f"http://{host}:{settings.kbri_api_port}", limits=limits, timeout=timeout) as kbri,
         httpx.AsyncClient(base_url=f"http://{host}:{settings.bank_api_port}", limits=limits, timeout=timeout) as bank,
     ):
-        simulator = Simulator(settings, kbri, bank, rate=rate, seed=seed)
+        simulator = Simulator(settings, kbri, bank, rate=rate, seed=seed, report_every=report_every)
         return await simulator.run(forever=forever, members=members, stop=stop)
 
 
 def run_simulator(
-    settings: Settings, *, forever: bool = False, members: int = 50, rate: float = 20.0, seed: int | None = None
+    settings: Settings,
+    *,
+    forever: bool = False,
+    members: int = 50,
+    rate: float = 20.0,
+    seed: int | None = None,
+    report_every: int = 1,
 ) -> int:
     """Entry point of `sinergi simulate`; the exit status (0: clean; 1: unexpected answers or no API)."""
     if members < 1:
@@ -882,7 +1152,9 @@ def run_simulator(
     chosen = seed if seed is not None else secrets.randbits(32)
     fx_rates.publish_simulated(settings)
     try:
-        return asyncio.run(_main(settings, forever=forever, members=members, rate=rate, seed=chosen))
+        return asyncio.run(
+            _main(settings, forever=forever, members=members, rate=rate, seed=chosen, report_every=report_every)
+        )
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 0
 

@@ -17,13 +17,16 @@ What "realistic" means here:
 - Refusals: NIK typos (unknown province, impossible date, wrong length), under-age workers, malformed
   amounts and a virtual account of the wrong bank, each with the HTTP status and reason code the APIs
   must answer.
+- Reconciliation cases (:class:`Case`), a few per round on purpose: an over-payment, a payment that reaches
+  the hub before its enrollment, a payment for a VA the hub never issued, and a foreign-currency payment
+  whose rate is outside the reconciler's tolerance. The statement breaks are in ``statements``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -31,7 +34,9 @@ from typing import Any
 
 from services.domain.dates import add_months, years_between
 from services.domain.identity import compose_va
+from services.domain.models import ParticipantType, Program
 from services.domain.payment import to_idr
+from services.domain.tariff import TariffTable, bill_amount_idr
 
 # --- reference ----------------------------------------------------------------------------------------
 
@@ -259,6 +264,34 @@ class BadPayment(StrEnum):
 CORRECTABLE = frozenset({BadEnrollment.NIK_PROVINCE, BadEnrollment.NIK_DATE, BadEnrollment.NIK_FORMAT})
 
 
+class Case(StrEnum):
+    """A reconciliation case a round produces on purpose. The value is the code the reconciler gives it
+    (services.domain.reconcile), except UNKNOWN_VA: the bank API refuses a VA that does not end in its
+    customer number (4042512 VA_MISMATCH, the reconciler's UNKNOWN_VA never sees one), so a payment to a
+    VA the hub never issued is accepted and held as PAYMENT_BEFORE_ENROLLMENT, and ages out as
+    HELD_PAYMENT_AGED_OUT after SINERGI_RECONCILE_HELD_PAYMENT_MAX_AGE_DAYS."""
+
+    OVERPAYMENT = "OVERPAYMENT"
+    PAYMENT_BEFORE_ENROLLMENT = "PAYMENT_BEFORE_ENROLLMENT"
+    UNKNOWN_VA = "UNKNOWN_VA"
+    FX_RATE_OUT_OF_TOLERANCE = "FX_RATE_OUT_OF_TOLERANCE"
+
+
+#: The cases that are a member's story (UNKNOWN_VA has no member: one per round, at the end).
+MEMBER_CASES = (Case.OVERPAYMENT, Case.PAYMENT_BEFORE_ENROLLMENT, Case.FX_RATE_OUT_OF_TOLERANCE)
+#: What the reconciler answers a case with. FX: under the default CREDIT_AND_FLAG policy the payment is
+#: credited (EXACT) and the exception FX_RATE_OUT_OF_TOLERANCE raised; under HOLD that is the outcome.
+EXPECTED_OUTCOME: Mapping[Case, str] = {
+    Case.OVERPAYMENT: "OVERPAYMENT",
+    Case.PAYMENT_BEFORE_ENROLLMENT: "PAYMENT_BEFORE_ENROLLMENT",
+    Case.UNKNOWN_VA: "PAYMENT_BEFORE_ENROLLMENT",
+    Case.FX_RATE_OUT_OF_TOLERANCE: "FX_RATE_OUT_OF_TOLERANCE",
+}
+#: The up-front bill of the most common enrollment (PLACED, 24 months, JKK+JKM): what someone paying a VA
+#: the hub never issued would plausibly pay.
+TYPICAL_BILL_IDR = 370_000
+
+
 @dataclass(frozen=True)
 class Mix:
     """Shares of each kind of traffic. The defaults give about 5% refused requests."""
@@ -273,6 +306,16 @@ class Mix:
     nik_dob_mismatch_share: float = 0.02  # legitimate: Dukcapil never re-issues a NIK to fix its date
     pay_delay_max_s: float = 2.0  # the worker pays a little after the office enrolled them
     paid_inquiry_share: float = 0.2  # after paying in full, the worker asks again: the bill must read as paid
+    # Reconciliation cases (Case): each share of the round's members, and at least `cases_min_per_round`
+    # of each while its share is above 0 (never more than half the round together).
+    overpayment_share: float = 0.02
+    late_enrollment_share: float = 0.02  # PAYMENT_BEFORE_ENROLLMENT
+    fx_off_share: float = 0.02  # FX_RATE_OUT_OF_TOLERANCE
+    cases_min_per_round: int = 1
+    late_enrollment_delay_s: float = 1.0  # the office posts the enrollment this long after the payment
+    fx_off_margin_pct: tuple[float, float] = (1.0, 3.0)  # beyond the tolerance, either direction
+    unknown_va_payments: int = 1  # per round: that many banks (rotating) take one each
+    statement_breaks: bool = True  # every statement: a reversal, a mismatch, an unnotified and a missing line
 
 
 # --- people -------------------------------------------------------------------------------------------
@@ -392,6 +435,15 @@ def fx_quote(rng: random.Random, amount_idr: int, currency: str) -> tuple[str, s
         raise ValueError("amount_idr must be positive")
     low, high = FX_RANGES[currency]
     nominal = low + (high - low) * Decimal(rng.randint(0, 1_000_000)) / Decimal(1_000_000)
+    return quote_at(amount_idr, nominal)
+
+
+def quote_at(amount_idr: int, nominal: Decimal) -> tuple[str, str]:
+    """``(paidAmount.value, fxRate)`` near the ``nominal`` rate (IDR per unit) converting to exactly
+    ``amount_idr``: the value is rounded to cents, so the rate moves off ``nominal`` by half a cent per unit
+    paid at most."""
+    if amount_idr <= 0:
+        raise ValueError("amount_idr must be positive")
     value = max(Decimal("0.01"), (Decimal(amount_idr) / nominal).quantize(Decimal("0.01"), ROUND_HALF_UP))
     step = Decimal("0.000001")
     rate = (Decimal(amount_idr) / value).quantize(step, ROUND_HALF_UP)
@@ -479,6 +531,103 @@ def spoil_payment(
     return bad, Expect(404, kind.value, "4042512")
 
 
+# --- reconciliation cases ---------------------------------------------------------------------------
+
+
+def overpaid_amount(bill_idr: int) -> int:
+    """What a worker who rounds the bill up to the next 50,000 rupiah pays (at least 1,000 more): an
+    over-payment, credited, with the excess kept as a credit on the record."""
+    if bill_idr <= 0:
+        raise ValueError("bill_idr must be positive")
+    step = 50_000
+    paid = -(-bill_idr // step) * step
+    return paid + step if paid - bill_idr < 1_000 else paid
+
+
+def fx_off_deviation_pct(rng: random.Random, tolerance_pct: Decimal, margin_pct: tuple[float, float]) -> Decimal:
+    """A signed deviation from the reference rate, in percent, beyond ``tolerance_pct`` by ``margin_pct``
+    (low, high): a bank quoting a stale or a marked-up rate."""
+    low, high = margin_pct
+    if low <= 0 or high < low:
+        raise ValueError("the margin must be positive and low <= high")
+    beyond = Decimal(str(round(rng.uniform(low, high), 2)))
+    return (tolerance_pct + beyond) * (1 if rng.random() < 0.5 else -1)
+
+
+def requote_off_reference(body: Mapping[str, Any], reference: Decimal, deviation_pct: Decimal) -> dict[str, Any]:
+    """A copy of a foreign-currency notification re-quoted at ``reference * (1 + deviation_pct / 100)``; the
+    rupiah amount (``to_idr(value, fxRate)``) is unchanged, so only the FX check can object."""
+    paid = body["paidAmount"]
+    if paid["currency"] == IDR or "fxRate" not in (body.get("additionalInfo") or {}):
+        raise ValueError("only a foreign-currency payment with an fxRate can be re-quoted")
+    amount_idr = to_idr(Decimal(paid["value"]), Decimal(body["additionalInfo"]["fxRate"]))
+    value, rate = quote_at(amount_idr, reference * (1 + deviation_pct / 100))
+    return {
+        **body,
+        "paidAmount": {**paid, "value": value},
+        "additionalInfo": {**body["additionalInfo"], "fxRate": rate},
+    }
+
+
+def plan_cases(rng: random.Random, members: int, mix: Mix = Mix()) -> dict[int, Case]:
+    """Which members of a round (by index) play which :data:`MEMBER_CASES`: ``share * members`` of each,
+    at least ``cases_min_per_round`` while the share is above 0, at most half the round in all."""
+    indices = list(range(members))
+    rng.shuffle(indices)
+    budget = members // 2
+    plan: dict[int, Case] = {}
+    shares = {
+        Case.OVERPAYMENT: mix.overpayment_share,
+        Case.PAYMENT_BEFORE_ENROLLMENT: mix.late_enrollment_share,
+        Case.FX_RATE_OUT_OF_TOLERANCE: mix.fx_off_share,
+    }
+    wanted = {c: max(mix.cases_min_per_round, round(s * members)) if s > 0 else 0 for c, s in shares.items()}
+    # one of each first, so a small round still gets every case before any gets two
+    while budget > 0 and any(wanted.values()):
+        for case in MEMBER_CASES:
+            if wanted[case] > 0 and budget > 0:
+                plan[indices.pop()] = case
+                wanted[case] -= 1
+                budget -= 1
+    return plan
+
+
+def expected_bill_idr(tariffs: TariffTable, body: Mapping[str, Any], received_on: date) -> int:
+    """The bill the hub issues for a valid enrollment ``body`` received on WIB date ``received_on``
+    (connectors/intake.py computes the same): what a worker pays before the enrollment is posted."""
+    breakdown = bill_amount_idr(
+        tariffs.tariff_on(received_on),
+        ParticipantType(body["participant_type"]),
+        int(body["contract_months"]),
+        [Program(p) for p in body["programs"]],
+    )
+    return breakdown.total_idr
+
+
+def unissued_customer_no(rng: random.Random, digits: int) -> str:
+    """A customer number the hub never issued (issued ones are keyed hashes: a collision is one in
+    10**(digits-1)), shaped like a real one."""
+    return "9" + "".join(str(rng.randrange(10)) for _ in range(digits - 1))
+
+
+def unknown_va_payment(
+    rng: random.Random, bank: BankRef, *, customer_no: str, paid_at: datetime, utc_offset_h: int = 7
+) -> dict[str, Any]:
+    """A notification for a VA the hub never issued, taken by a bank channel that does not ask the inquiry
+    first (a counter or agent working from a VA written on paper): the typical bill, in IDR where the bank
+    collects IDR."""
+    currency = IDR if IDR in bank.currencies else bank.currencies[0]
+    return payment_body(
+        rng,
+        bank=bank,
+        customer_no=customer_no,
+        amount_idr=TYPICAL_BILL_IDR,
+        currency=currency,
+        paid_at=paid_at,
+        utc_offset_h=utc_offset_h,
+    )
+
+
 # --- headers ------------------------------------------------------------------------------------------
 
 
@@ -515,9 +664,12 @@ class MemberScript:
     duplicate: bool
     bad_payment: BadPayment | None
     pay_delay_s: float
+    case: Case | None = None  # a reconciliation case: nothing else goes wrong for this member
 
 
-def plan_member(rng: random.Random, world: World, today: date, mix: Mix = Mix()) -> MemberScript:
+def plan_member(
+    rng: random.Random, world: World, today: date, mix: Mix = Mix(), case: Case | None = None
+) -> MemberScript:
     office = rng.choice(world.offices)
     body = enrollment_body(rng, office, today, mix)
     bad: tuple[dict[str, Any], Expect] | None = None
@@ -531,7 +683,7 @@ def plan_member(rng: random.Random, world: World, today: date, mix: Mix = Mix())
     currency = IDR if IDR in bank.currencies and rng.random() < mix.idr_share else local
     if currency not in bank.currencies:
         currency = IDR
-    return MemberScript(
+    script = MemberScript(
         office=office,
         enrollment=body,
         bad_enrollment=bad,
@@ -542,6 +694,20 @@ def plan_member(rng: random.Random, world: World, today: date, mix: Mix = Mix())
         duplicate=rng.random() < mix.duplicate_share,
         bad_payment=rng.choice(list(BadPayment)) if rng.random() < mix.bad_payment_share else None,
         pay_delay_s=rng.uniform(0, mix.pay_delay_max_s),
+    )
+    if case is None:
+        return script
+    # The same draws as any member (a seed keeps its traffic), then nothing else goes wrong: one case, one
+    # outcome. The FX case pays in the local currency, the only one with a rate to be off.
+    return replace(
+        script,
+        bad_enrollment=None,
+        resubmit=True,
+        currency=local if case is Case.FX_RATE_OUT_OF_TOLERANCE else currency,
+        partial=False,
+        duplicate=False,
+        bad_payment=None,
+        case=case,
     )
 
 
@@ -562,7 +728,8 @@ def payment_steps(
     paid_at: datetime,
 ) -> list[PaymentStep]:
     """The notifications a bank sends for one bill, in order: maybe a malformed one first, then the
-    full amount or two instalments, maybe a resend of the last one (same paymentRequestId)."""
+    full amount or two instalments, maybe a resend of the last one (same paymentRequestId). An
+    OVERPAYMENT member pays :func:`overpaid_amount` in one go."""
     offset = COUNTRY_UTC_OFFSET_H.get(script.office.country, 7)
     name = script.enrollment["full_name"]
 
@@ -579,7 +746,9 @@ def payment_steps(
         )
 
     steps: list[PaymentStep] = []
-    if script.partial and amount_idr >= 2_000:
+    if script.case is Case.OVERPAYMENT:
+        steps.append(PaymentStep("full", body(overpaid_amount(amount_idr), paid_at), ACCEPTED_PAYMENT))
+    elif script.partial and amount_idr >= 2_000:
         first, rest = split_amount(rng, amount_idr)
         steps.append(PaymentStep("partial", body(first, paid_at), ACCEPTED_PAYMENT))
         steps.append(PaymentStep("remainder", body(rest, paid_at + timedelta(minutes=1)), ACCEPTED_PAYMENT))

@@ -9,6 +9,17 @@ Amounts: the collection account is a rupiah account, so every line is the intege
 credited (`to_idr(value, fxRate)` for a foreign-currency payment); the SNAP format also carries the
 original amount (`originAmount`). Balances and declared totals add up, so check_totals finds nothing but
 camt.054's NO_DECLARED_TOTALS (that message declares none).
+
+References: every format names the payment the way its parser reads a payer-side reference, so that
+statement reconciliation matches by reference at once: SNAP `detailInfo.paymentRequestId`, MT940's
+16-character customer reference = the notification's partnerReferenceNo, CSV and camt.054 the
+end-to-end id = paymentRequestId. CSV and camt.054 carry the VA as customer reference for the VA rule.
+
+Breaks (:func:`with_breaks`, one of each per statement when it has the payments for them): a correction
+debit taking one payment back (REVERSAL), a credit booked net of a bank fee (AMOUNT_MISMATCH), a credit
+the bank never notified (ON_STATEMENT_NOT_NOTIFIED) and a notified payment left off
+(NOTIFIED_NOT_ON_STATEMENT). The last two are decided when the business day closes (the reconciler's close
+grace, default noon WIB the next day); the first two at once.
 """
 
 from __future__ import annotations
@@ -17,8 +28,9 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -47,9 +59,30 @@ _EXTENSION = {
 }
 
 
+CREDIT, DEBIT = "CREDIT", "DEBIT"
+SUCCESS, REVERSAL, ERROR_CORRECTION = "SUCCESS", "REVERSAL", "ERROR_CORRECTION"
+CORRECTIONS = frozenset({REVERSAL, ERROR_CORRECTION})
+#: What a bank keeps of a credit it books net of its charge (the AMOUNT_MISMATCH line).
+BANK_FEE_IDR = 6_500
+
+
+class Break(StrEnum):
+    """A statement break a round produces on purpose; the value is statement_match's decision kind."""
+
+    REVERSAL = "REVERSAL"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    ON_STATEMENT_NOT_NOTIFIED = "ON_STATEMENT_NOT_NOTIFIED"
+    NOTIFIED_NOT_ON_STATEMENT = "NOTIFIED_NOT_ON_STATEMENT"
+
+
+#: The breaks that need a notified payment of their own (ON_STATEMENT_NOT_NOTIFIED needs none).
+PAYMENT_BREAKS = (Break.REVERSAL, Break.AMOUNT_MISMATCH, Break.NOTIFIED_NOT_ON_STATEMENT)
+
+
 @dataclass(frozen=True)
 class StatementLine:
-    """One credit on the collection account: a payment the bank notified and the hub accepted."""
+    """One movement on the collection account: by default a credit for a payment the bank notified and
+    the hub accepted; a DEBIT with a correction status takes such a payment back."""
 
     amount_idr: int
     booked_at: datetime  # aware; the booking date is its WIB date
@@ -57,10 +90,17 @@ class StatementLine:
     virtual_account_no: str  # as notified: partnerServiceId space-padded to 8 + customerNo
     origin_value: str  # paidAmount.value as notified
     origin_currency: str
+    partner_reference_no: str | None = None  # as notified; MT940 carries it as the customer reference
+    direction: str = CREDIT
+    status: str = SUCCESS  # SUCCESS, or for a correction debit REVERSAL / ERROR_CORRECTION
 
     @property
     def booking_date(self) -> date:
         return self.booked_at.astimezone(WIB).date()
+
+    @property
+    def is_debit(self) -> bool:
+        return self.direction == DEBIT
 
 
 @dataclass(frozen=True)
@@ -74,12 +114,24 @@ class Statement:
     lines: tuple[StatementLine, ...]
 
     @property
+    def credits(self) -> tuple[StatementLine, ...]:
+        return tuple(line for line in self.lines if not line.is_debit)
+
+    @property
+    def debits(self) -> tuple[StatementLine, ...]:
+        return tuple(line for line in self.lines if line.is_debit)
+
+    @property
     def credited_idr(self) -> int:
-        return sum(line.amount_idr for line in self.lines)
+        return sum(line.amount_idr for line in self.credits)
+
+    @property
+    def debited_idr(self) -> int:
+        return sum(line.amount_idr for line in self.debits)
 
     @property
     def closing_idr(self) -> int:
-        return self.opening_idr + self.credited_idr
+        return self.opening_idr + self.credited_idr - self.debited_idr
 
 
 @dataclass(frozen=True)
@@ -104,12 +156,23 @@ def bank_ref(bank_id: str, payment_request_id: str) -> str:
     return (prefix + digest)[:MT940_REF]
 
 
+def line_ref(bank_id: str, line: StatementLine) -> str:
+    """The bank's reference of a line: a correction is a transaction of its own, not the credit again."""
+    if line.is_debit:
+        return bank_ref(bank_id, f"{line.payment_request_id}|{line.status}")
+    return bank_ref(bank_id, line.payment_request_id)
+
+
 def _money(amount_idr: int) -> str:
     return f"{amount_idr}.00"
 
 
 def _mt_money(amount_idr: int) -> str:
     return f"{amount_idr},00"
+
+
+def _mt_balance(amount_idr: int) -> str:
+    return ("D" if amount_idr < 0 else "C") + "{day}IDR" + _mt_money(abs(amount_idr))
 
 
 def _iso(at: datetime) -> str:
@@ -134,19 +197,19 @@ def snap_statement(statement: Statement) -> bytes:
     end = max((line.booked_at for line in statement.lines), default=None)
     day_start = datetime.combine(statement.statement_date, datetime.min.time(), WIB)
     day_end = day_start + timedelta(days=1, seconds=-1)
+    # SNAP's detail statuses are SUCCESS and ERROR CORRECTION: a reversal is written as the latter.
+    # detailInfo.paymentRequestId is the payer-side reference the parser reads; a virtualAccountNo there would
+    # be read first, and a VA in the remark is masked by the parser, so this format is matched by reference.
     details: list[dict[str, Any]] = [
         {
             "amount": {"value": _money(line.amount_idr), "currency": "IDR"},
             "originAmount": {"value": line.origin_value, "currency": line.origin_currency},
             "transactionDate": _iso(line.booked_at),
-            "remark": "PEMBAYARAN VA BPJSTK PMI",
-            "transactionId": bank_ref(statement.bank_id, line.payment_request_id),
-            "type": "CREDIT",
-            "transactionDetailStatus": "SUCCESS",
-            "detailInfo": {
-                "virtualAccountNo": line.virtual_account_no,
-                "paymentRequestId": line.payment_request_id,
-            },
+            "remark": "KOREKSI PEMBAYARAN VA BPJSTK PMI" if line.is_debit else "PEMBAYARAN VA BPJSTK PMI",
+            "transactionId": line_ref(statement.bank_id, line),
+            "type": line.direction,
+            "transactionDetailStatus": "ERROR CORRECTION" if line.status in CORRECTIONS else "SUCCESS",
+            "detailInfo": {"paymentRequestId": line.payment_request_id},
         }
         for line in statement.lines
     ]
@@ -162,10 +225,13 @@ def snap_statement(statement: Statement) -> bytes:
             "endingBalance": {"value": _money(statement.closing_idr), "currency": "IDR", "dateTime": _iso(day_end)},
         },
         "totalCreditEntries": {
-            "numberOfEntries": str(len(statement.lines)),
+            "numberOfEntries": str(len(statement.credits)),
             "amount": {"value": _money(statement.credited_idr), "currency": "IDR"},
         },
-        "totalDebitEntries": {"numberOfEntries": "0", "amount": {"value": "0.00", "currency": "IDR"}},
+        "totalDebitEntries": {
+            "numberOfEntries": str(len(statement.debits)),
+            "amount": {"value": _money(statement.debited_idr), "currency": "IDR"},
+        },
         "hasMore": "N",
         "detailData": details,
     }
@@ -181,19 +247,21 @@ def mt940_statement(statement: Statement) -> bytes:
         f":20:{statement.reference[:MT940_REF]}",
         f":25:{statement.account_no}",
         f":28C:{statement.sequence:05d}/1",
-        f":60F:C{day}IDR{_mt_money(statement.opening_idr)}",
+        ":60F:" + _mt_balance(statement.opening_idr).format(day=day),
     ]
     for line in statement.lines:
         booked = line.booking_date
-        customer = line.payment_request_id[-MT940_REF:]
+        customer = (line.partner_reference_no or line.payment_request_id)[-MT940_REF:]
+        # RC: reversal of a credit (MT940 has no separate mark for an error correction); D any other debit
+        mark = ("RC" if line.status in CORRECTIONS else "D") if line.is_debit else "C"
         out.append(
-            f":61:{booked:%y%m%d}{booked:%m%d}C{_mt_money(line.amount_idr)}NTRF{customer}"
-            f"//{bank_ref(statement.bank_id, line.payment_request_id)}"
+            f":61:{booked:%y%m%d}{booked:%m%d}{mark}{_mt_money(line.amount_idr)}NTRF{customer}"
+            f"//{line_ref(statement.bank_id, line)}"
         )
         # :86: is 6 lines of 65x: the VA on the first, the bank's payment id on a continuation line
         out.append(f":86:BPJSTK PMI VA {line.virtual_account_no.strip()}"[:MT940_LINE])
         out.append(f"REF {line.payment_request_id}"[:MT940_LINE])
-    out.append(f":62F:C{day}IDR{_mt_money(statement.closing_idr)}")
+    out.append(":62F:" + _mt_balance(statement.closing_idr).format(day=day))
     out.append("-")
     return ("\r\n".join(out) + "\r\n").encode("ascii")
 
@@ -223,14 +291,14 @@ def csv_statement(statement: Statement) -> bytes:
                 statement.account_no,
                 line.booking_date.isoformat(),
                 line.booking_date.isoformat(),
-                "CR",
+                "DR" if line.is_debit else "CR",
                 _money(line.amount_idr),
                 "IDR",
-                bank_ref(statement.bank_id, line.payment_request_id),
+                line_ref(statement.bank_id, line),
                 line.virtual_account_no.strip(),
                 line.payment_request_id,
-                "SETORAN IURAN BPJSTK PMI",
-                "SUCCESS",
+                "KOREKSI SETORAN IURAN BPJSTK PMI" if line.is_debit else "SETORAN IURAN BPJSTK PMI",
+                line.status,
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -242,14 +310,16 @@ def camt054_statement(statement: Statement) -> bytes:
     entries: list[str] = []
     for line in statement.lines:
         booked = line.booking_date.isoformat()
+        reversal = "        <RvslInd>true</RvslInd>\n" if line.is_debit and line.status in CORRECTIONS else ""
         entries.append(
             "      <Ntry>\n"
             f'        <Amt Ccy="IDR">{_money(line.amount_idr)}</Amt>\n'
-            "        <CdtDbtInd>CRDT</CdtDbtInd>\n"
-            "        <Sts><Cd>BOOK</Cd></Sts>\n"
+            f"        <CdtDbtInd>{'DBIT' if line.is_debit else 'CRDT'}</CdtDbtInd>\n"
+            + reversal
+            + "        <Sts><Cd>BOOK</Cd></Sts>\n"
             f"        <BookgDt><Dt>{booked}</Dt></BookgDt>\n"
             f"        <ValDt><Dt>{booked}</Dt></ValDt>\n"
-            f"        <AcctSvcrRef>{escape(bank_ref(statement.bank_id, line.payment_request_id))}</AcctSvcrRef>\n"
+            f"        <AcctSvcrRef>{escape(line_ref(statement.bank_id, line))}</AcctSvcrRef>\n"
             "        <NtryDtls><TxDtls>\n"
             f"          <Refs><EndToEndId>{escape(line.payment_request_id)}</EndToEndId></Refs>\n"
             "          <RmtInf>\n"
@@ -278,12 +348,72 @@ def camt054_statement(statement: Statement) -> bytes:
 
 
 def in_booking_order(lines: Sequence[StatementLine]) -> tuple[StatementLine, ...]:
-    """Lines in booking order (a bank lists its day chronologically)."""
-    return tuple(sorted(lines, key=lambda line: (line.booked_at, line.payment_request_id)))
+    """Lines in booking order (a bank lists its day chronologically; a correction after its credit)."""
+    return tuple(sorted(lines, key=lambda line: (line.booked_at, line.payment_request_id, line.is_debit)))
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A statement's lines with its breaks, and which payment (paymentRequestId) each break is about."""
+
+    lines: tuple[StatementLine, ...]
+    breaks: Mapping[Break, str]
+
+
+def with_breaks(
+    rng: random.Random,
+    lines: Sequence[StatementLine],
+    *,
+    candidates: Sequence[str],
+    wanted: Sequence[Break],
+    corrected_at: datetime,
+    unnotified: Callable[[random.Random], StatementLine],
+) -> Broken:
+    """The statement a bank sends when its day did not go to plan: for each ``wanted`` break in order,
+
+    - REVERSAL: one payment credited, then taken back by a correction debit of the same amount booked at
+      ``corrected_at`` (or just after the credit): REVERSAL or ERROR_CORRECTION, naming the payment;
+    - AMOUNT_MISMATCH: one payment credited net of :data:`BANK_FEE_IDR`;
+    - NOTIFIED_NOT_ON_STATEMENT: one payment left off;
+    - ON_STATEMENT_NOT_NOTIFIED: the credit ``unnotified(rng)`` that the bank never notified.
+
+    The payment breaks take distinct payments from ``candidates`` (paymentRequestIds of ``lines`` whose
+    payment is the member's only one); a break without a candidate left is skipped.
+    """
+    by_id = {line.payment_request_id: line for line in lines if not line.is_debit}
+    free = [c for c in candidates if c in by_id]
+    rng.shuffle(free)
+    out = {line.payment_request_id: line for line in lines}
+    extra: list[StatementLine] = []
+    done: dict[Break, str] = {}
+    for kind in wanted:
+        if kind is Break.ON_STATEMENT_NOT_NOTIFIED:
+            line = unnotified(rng)
+            extra.append(line)
+            done[kind] = line.payment_request_id
+            continue
+        if not free:
+            continue
+        prid = free.pop()
+        credit = by_id[prid]
+        if kind is Break.REVERSAL:
+            at = max(corrected_at, credit.booked_at + timedelta(seconds=1))
+            status = rng.choice((REVERSAL, ERROR_CORRECTION))
+            extra.append(replace(credit, booked_at=at, direction=DEBIT, status=status))
+        elif kind is Break.AMOUNT_MISMATCH:
+            out[prid] = replace(credit, amount_idr=credit.amount_idr - min(BANK_FEE_IDR, credit.amount_idr // 2))
+        else:
+            del out[prid]
+        done[kind] = prid
+    return Broken(in_booking_order([*out.values(), *extra]), done)
 
 
 __all__ = [
+    "BANK_FEE_IDR",
+    "PAYMENT_BREAKS",
     "ROTATION",
+    "Break",
+    "Broken",
     "Statement",
     "StatementFile",
     "StatementFormat",
@@ -294,6 +424,8 @@ __all__ = [
     "collection_account_no",
     "csv_statement",
     "in_booking_order",
+    "line_ref",
     "mt940_statement",
     "snap_statement",
+    "with_breaks",
 ]

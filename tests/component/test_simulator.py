@@ -12,14 +12,15 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from connectors.bank import reports
 from connectors.bank.app import create_bank_app
 from connectors.bank.member_book import MemberBook
 from connectors.kafka_edge import Headers, InMemoryProducer
@@ -37,14 +38,27 @@ from services.config import Settings
 from services.context import build_context
 from services.domain.dates import wib_date
 from services.domain.enrollment import normalize_enrollment
+from services.domain.models import Payment, StatementEntry
 from services.domain.payment import normalize_payment
-from services.domain.reconcile import MemberState, on_enrollment, on_payment
+from services.domain.reconcile import FxReference, MemberState, on_enrollment, on_payment
+from services.domain.statement_match import BankLedger, Decision, apply_entry, apply_payment, close_day
+from services.fx_rates import simulated_rate
 from services.simulation.generators import Mix, OfficeRef, enrollment_body, kbri_headers
 from services.simulator import RetryPolicy, Simulator
 
 FAST = RetryPolicy(initial_s=0.001, max_s=0.01, request_deadline_s=5.0, ready_deadline_s=5.0, read_model_deadline_s=5.0)
-NO_DELAY = Mix(pay_delay_max_s=0.0)
+NO_DELAY = Mix(pay_delay_max_s=0.0, late_enrollment_delay_s=0.0)
+# no reconciliation cases: every payment follows an inquiry that showed its bill
+NO_CASES = Mix(
+    pay_delay_max_s=0.0,
+    overpayment_share=0.0,
+    late_enrollment_share=0.0,
+    fx_off_share=0.0,
+    unknown_va_payments=0,
+    statement_breaks=False,
+)
 STATEMENTS_RAW = "bank.statements.raw"
+STATEMENT_RECONCILIATION_DISABLED = "503 STATEMENT_RECONCILIATION_DISABLED"
 BANKS = ("MANDIRI", "BNI", "MAYBANK_MY")
 
 
@@ -52,10 +66,16 @@ class ReconcilingProducer(InMemoryProducer):
     """Acknowledges like InMemoryProducer, then (after `lag_s`) applies what the workers would make of the
     record to `book`: the reconciler's member versions, as members.v1 would carry them to the bank API."""
 
-    def __init__(self, settings: Settings, book: MemberBook, lag_s: float = 0.0) -> None:
+    def __init__(
+        self, settings: Settings, book: MemberBook, lag_s: float = 0.0, fx_reference: FxReference | None = None
+    ) -> None:
         super().__init__()
         self.book = book
         self.lag_s = lag_s
+        self.fx_reference = fx_reference
+        self.outcomes: Counter[str] = Counter()  # the reconciler's outcome per event
+        self.exceptions: Counter[str] = Counter()  # its exception reasons
+        self.payments: list[Payment] = []  # normalized, in arrival order
         self._settings = settings
         self._ctx = build_context(settings, codec=None)
         self._states: dict[str, MemberState] = {}
@@ -99,7 +119,10 @@ class ReconcilingProducer(InMemoryProducer):
                 received_at=received,
             )
             pid = payment.participant_id
-            decision = on_payment(self._states.get(pid), payment)
+            self.payments.append(payment)
+            decision = on_payment(self._states.get(pid), payment, fx_reference=self.fx_reference)
+        self.outcomes[decision.outcome] += 1
+        self.exceptions.update(e.reason for e in decision.exceptions)
         if decision.new_state is not None:
             self._states[pid] = decision.new_state
         for record in decision.records:
@@ -211,6 +234,7 @@ async def test_a_round_inquires_pays_attacks_and_uploads_one_statement_per_bank(
         partial_share=0.3,
         duplicate_share=0.3,
         paid_inquiry_share=0.5,
+        late_enrollment_delay_s=0.0,
     )
     sim = Simulator(sim_settings, kbri, bank, rate=0, seed=7, mix=mix, retry=FAST, out=lines.append)
     status = await sim.run(forever=False, members=60, stop=asyncio.Event())
@@ -244,10 +268,13 @@ async def test_a_round_inquires_pays_attacks_and_uploads_one_statement_per_bank(
     foreign = [json.loads(p.value) for p in payments if json.loads(p.value)["paidAmount"]["currency"] != "IDR"]
     assert all("fxRate" in p["additionalInfo"] for p in foreign)
 
-    # one statement per bank covering exactly the bank's distinct accepted payments of the round
+    # one statement per bank covering the bank's distinct accepted payments of the round, with its breaks:
+    # one left off, one correction debit and one credit never notified
     distinct = {(dict(r.headers)["sinergi-bank"], json.loads(r.value)["paymentRequestId"]) for r in payments}
     entries = [json.loads(r.value) for r in producer.records if r.topic == STATEMENTS_RAW]
-    assert Counter(e["bank_id"] for e in entries) == Counter(bank.decode() for bank, _ in distinct)
+    expected = Counter(bank.decode() for bank, _ in distinct)
+    expected.update(BANKS)
+    assert Counter(e["bank_id"] for e in entries) == expected
     assert f"{len(entries)} entries]" in line
     assert {e["source"] for e in entries} == {"SNAP_STATEMENT"}
 
@@ -332,7 +359,7 @@ async def test_a_snap_404_is_an_answer_not_a_missing_endpoint(settings: Settings
     retry = RetryPolicy(initial_s=0.001, max_s=0.005, request_deadline_s=5.0, read_model_deadline_s=0.05)
     lines: list[str] = []
     async with kbri, bank:
-        sim = Simulator(settings, kbri, bank, rate=0, seed=3, mix=NO_DELAY, retry=retry, out=lines.append)
+        sim = Simulator(settings, kbri, bank, rate=0, seed=3, mix=NO_CASES, retry=retry, out=lines.append)
         assert await sim.run(forever=False, members=3, stop=asyncio.Event()) == 1
     line = _round_line(lines)
     assert "inquiry:404:VA_NOT_FOUND 3" in line and "skipped" not in line, line
@@ -451,7 +478,9 @@ async def test_forever_runs_rounds_until_stopped_and_exits_0(settings: Settings,
 
     sim = Simulator(settings, kbri, bank, rate=0, seed=3, mix=NO_DELAY, retry=FAST, out=out)
     assert await sim.run(forever=True, members=4, stop=stop) == 0
-    assert [line.split(":")[0] for line in lines[1:]] == ["round 1", "round 2", "total of 2 round(s)"]
+    rounds = [line.split(":")[0] for line in lines[1:] if not line.startswith("simulator:")]
+    assert rounds == ["round 1", "round 2", "total of 2 round(s)"]
+    assert sum(STATEMENT_RECONCILIATION_DISABLED in line for line in lines) == 1  # said once, then not asked
 
 
 async def test_stop_interrupts_a_round_cleanly(settings: Settings, clients: Clients) -> None:
@@ -478,7 +507,9 @@ async def test_unexpected_answers_are_counted_and_fail_a_single_round(settings: 
         lines: list[str] = []
         sim = Simulator(settings, kbri, bank, rate=0, seed=5, mix=NO_DELAY, retry=FAST, out=lines.append)
         assert await sim.run(forever=False, members=3, stop=asyncio.Event()) == 1
-    assert "enrollment:500:INTERNAL_ERROR" in lines[-1]
+    assert "enrollment:500:INTERNAL_ERROR" in _round_line(lines)
+    reports = [line for line in lines if line.startswith("daily report ")]
+    assert len(reports) == len(BANKS) and all("refused (500 INTERNAL_ERROR)" in line for line in reports)
 
 
 async def _poll(check: Callable[[], Any], deadline_s: float = 5.0) -> Any:
@@ -530,3 +561,97 @@ async def test_bank_sim_commands_send_requests_the_bank_api_accepts(
     )
     assert ok and '"responseCode": "2001400"' in text and "> CHANNEL-ID" not in text, text
     assert f"> POST {STATEMENT_PATH}?filename={mt940.name}" in text
+
+
+# --- reconciliation cases -------------------------------------------------------------------------------
+CASE_CODES = (
+    "OVERPAYMENT",
+    "PAYMENT_BEFORE_ENROLLMENT",
+    "UNKNOWN_VA",
+    "FX_RATE_OUT_OF_TOLERANCE",
+    "REVERSAL",
+    "AMOUNT_MISMATCH",
+    "ON_STATEMENT_NOT_NOTIFIED",
+    "NOTIFIED_NOT_ON_STATEMENT",
+)
+
+
+def _cases(line: str) -> dict[str, int]:
+    inside = line.split("| cases ")[1].split("[")[1].split("]")[0]
+    return {code: int(n) for code, n in (part.rsplit(" ", 1) for part in inside.split(", "))}
+
+
+def _statement_decisions(producer: ReconcilingProducer) -> list[Decision]:
+    """statement_match over what the round put on the raw topics, each bank's day closed at the end."""
+    ledgers: dict[str, BankLedger] = {}
+    decisions: list[Decision] = []
+
+    def ledger(bank: str) -> BankLedger:
+        return ledgers.setdefault(bank, BankLedger.empty(bank))
+
+    for payment in producer.payments:
+        step = apply_payment(ledger(payment.bank_id), payment)
+        ledgers[payment.bank_id] = step.ledger
+        decisions += list(step.decisions)
+    for record in producer.records:
+        if record.topic == STATEMENTS_RAW:
+            entry = StatementEntry.model_validate_json(record.value)
+            step = apply_entry(ledger(entry.bank_id), entry)
+            ledgers[entry.bank_id] = step.ledger
+            decisions += list(step.decisions)
+    today = wib_date(datetime.now(UTC))
+    for bank, value in list(ledgers.items()):
+        step = close_day(value, bank, today, datetime.now(UTC) + timedelta(days=2))
+        decisions += list(step.decisions)
+    return decisions
+
+
+async def test_a_round_produces_every_reconciliation_case(
+    settings: Settings, book: MemberBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each case once or more, counted on the round line, and what the hub makes of it: the reconciler's
+    outcomes (domain functions on what the APIs produced), statement_match's breaks over the uploaded
+    statements, and the daily report the simulator reads back through the bank API."""
+    producer = ReconcilingProducer(settings, book, fx_reference=simulated_rate)
+    api_settings = settings.model_copy(update={"statement_reconciliation_enabled": True})
+
+    async def decided(_settings: Settings, bank: str) -> Sequence[Decision]:
+        return [d for d in _statement_decisions(producer) if d.bank_id == bank]
+
+    monkeypatch.setattr(reports, "read_decisions", decided)
+    kbri = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_kbri_app(settings, producer)), base_url="http://kbri.test"
+    )
+    bank = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_bank_app(api_settings, producer, book=book)),
+        base_url="http://bank.test",
+    )
+    lines: list[str] = []
+    async with kbri, bank:
+        sim = Simulator(settings, kbri, bank, rate=0, seed=21, mix=NO_DELAY, retry=FAST, out=lines.append)
+        assert await sim.run(forever=False, members=30, stop=asyncio.Event()) == 0, lines
+
+    line = _round_line(lines)
+    assert "unexpected 0" in line, line
+    cases = _cases(line)
+    assert all(cases.get(code, 0) >= 1 for code in CASE_CODES), line
+    # the reconciler: the over-payment credited with an excess, the early payment and the unknown VA held,
+    # the off-rate payment flagged (and credited: the default CREDIT_AND_FLAG policy)
+    assert producer.outcomes["OVERPAYMENT"] == cases["OVERPAYMENT"]
+    assert producer.outcomes["PAYMENT_BEFORE_ENROLLMENT"] == cases["PAYMENT_BEFORE_ENROLLMENT"] + cases["UNKNOWN_VA"]
+    assert producer.exceptions["FX_RATE_OUT_OF_TOLERANCE"] == cases["FX_RATE_OUT_OF_TOLERANCE"]
+    assert producer.exceptions["FX_REFERENCE_RATE_MISSING"] == 0
+    # statement reconciliation: every break the line counts, and nothing else broke
+    kinds = Counter(d.kind.value for d in _statement_decisions(producer))
+    for code in ("REVERSAL", "AMOUNT_MISMATCH", "ON_STATEMENT_NOT_NOTIFIED", "NOTIFIED_NOT_ON_STATEMENT"):
+        assert kinds[code] == cases[code], (code, kinds)
+    assert kinds["MATCHED_BY_VA_AMOUNT_DATE"] == 0  # every format names the payment: matched by reference
+    # the daily report, read back per bank: the same counts
+    report_lines = [line for line in lines if line.startswith("daily report ")]
+    assert len(report_lines) == len(BANKS)
+    reversed_total = sum(int(r.split("| reversed ")[1].split(" ")[0]) for r in report_lines)
+    mismatched_total = sum(int(r.split("| mismatched ")[1].split(" ")[0]) for r in report_lines)
+    assert reversed_total == cases["REVERSAL"] and mismatched_total == cases["AMOUNT_MISMATCH"]
+    assert all("matched " in r and "(IDR " in r for r in report_lines)
+    output = "\n".join(lines)
+    assert not [v for v in _personal_values(producer) if v in output]

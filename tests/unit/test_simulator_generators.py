@@ -19,10 +19,12 @@ from services.config import Settings
 from services.domain.dates import wib_date, years_between
 from services.domain.enrollment import normalize_enrollment
 from services.domain.errors import Rejected
-from services.domain.identity import participant_id
+from services.domain.identity import compose_va, participant_id
 from services.domain.models import Enrollment, ParticipantType, Payment, Program, Sex
 from services.domain.nik import PROVINCES, check_nik
 from services.domain.payment import normalize_payment, to_idr
+from services.domain.reconcile import ReconcilePolicy, on_enrollment, on_payment
+from services.domain.statement_match import BankLedger, DecisionKind, apply_entry, apply_payment, close_day
 from services.domain.statements import check_totals, detect_format, parse_statement
 from services.domain.tariff import bill_amount_idr, load_tariffs
 from services.reference import load_banks, load_offices, load_tariff_document
@@ -30,25 +32,38 @@ from services.simulation.generators import (
     COUNTRY_CURRENCY,
     FX_RANGES,
     IDR,
+    MEMBER_CASES,
+    TYPICAL_BILL_IDR,
     BadEnrollment,
     BadPayment,
+    Case,
     Mix,
     World,
     birth_date,
     enrollment_body,
+    expected_bill_idr,
+    fx_off_deviation_pct,
     fx_quote,
     make_nik,
     office_request_id,
     payment_body,
+    payment_request_id,
     payment_steps,
+    plan_cases,
     plan_member,
+    requote_off_reference,
     snap_headers,
     split_amount,
     spoil_enrollment,
     spoil_payment,
+    unissued_customer_no,
+    unknown_va_payment,
 )
+from services.simulation.reports import report_totals, summary_line
 from services.simulation.statements import (
+    BANK_FEE_IDR,
     ROTATION,
+    Break,
     Statement,
     StatementFormat,
     StatementLine,
@@ -56,6 +71,7 @@ from services.simulation.statements import (
     build_statement,
     collection_account_no,
     in_booking_order,
+    with_breaks,
 )
 from services.simulator import amount_idr_of, world_from_settings
 
@@ -322,17 +338,21 @@ def _statement_lines(rng: random.Random, n: int) -> list[StatementLine]:
             paid_at=RECEIVED + timedelta(minutes=i),
             utc_offset_h=8,
         )
-        lines.append(
-            StatementLine(
-                amount_idr=amount_idr_of(body),
-                booked_at=RECEIVED + timedelta(minutes=i),
-                payment_request_id=body["paymentRequestId"],
-                virtual_account_no=body["virtualAccountNo"],
-                origin_value=body["paidAmount"]["value"],
-                origin_currency=body["paidAmount"]["currency"],
-            )
-        )
+        lines.append(_line_of(body, RECEIVED + timedelta(minutes=i)))
     return lines
+
+
+def _line_of(body: dict[str, Any], booked_at: datetime) -> StatementLine:
+    """The credit the simulator books for an accepted notification."""
+    return StatementLine(
+        amount_idr=amount_idr_of(body),
+        booked_at=booked_at,
+        payment_request_id=body["paymentRequestId"],
+        virtual_account_no=body["virtualAccountNo"],
+        origin_value=body["paidAmount"]["value"],
+        origin_currency=body["paidAmount"]["currency"],
+        partner_reference_no=body["partnerReferenceNo"],
+    )
 
 
 @pytest.mark.parametrize("fmt", list(StatementFormat))
@@ -367,9 +387,13 @@ def test_statement_files_parse_with_zero_errors_and_add_up(
     declared = fmt in (StatementFormat.SNAP_STATEMENT, StatementFormat.MT940)
     assert check_totals(result) == ([] if declared else ["NO_DECLARED_TOTALS"])
     # what reconciliation matches on travels in every format that has room for it
-    if fmt is not StatementFormat.MT940:
-        refs = [e.customer_ref for e in result.entries]
-        assert [(r or "").strip() for r in refs] == [line.virtual_account_no.strip() for line in lines]
+    refs = [(e.customer_ref or "").strip() for e in result.entries]
+    if fmt in (StatementFormat.CSV, StatementFormat.CAMT054):
+        assert refs == [line.virtual_account_no.strip() for line in lines]
+    elif fmt is StatementFormat.SNAP_STATEMENT:  # the payment id as reference
+        assert refs == [line.payment_request_id for line in lines]
+    else:  # MT940's 16-character customer reference: the notification's partnerReferenceNo
+        assert refs == [line.partner_reference_no for line in lines]
     if fmt in (StatementFormat.CSV, StatementFormat.CAMT054):
         assert [e.end_to_end_id for e in result.entries] == [line.payment_request_id for line in lines]
 
@@ -389,3 +413,272 @@ def test_simulator_amounts_are_integer_rupiah_by_the_domain_rule() -> None:
         body = {"paidAmount": {"value": value, "currency": currency}, "additionalInfo": {"fxRate": rate}}
         assert amount_idr_of(body) == to_idr(Decimal(value), Decimal(rate)) == 370_000
     assert amount_idr_of({"paidAmount": {"value": "370000.00", "currency": "IDR"}}) == 370_000
+
+
+# --- reconciliation cases: each generator, and what the domain makes of it -------------------------------
+def _enrolled(rng: random.Random, case: Case | None = None) -> tuple[Any, Enrollment, Any]:
+    """A member script, its normalized enrollment and the reconciler state after it (AWAITING_PAYMENT)."""
+    script = plan_member(rng, WORLD, TODAY, Mix(), case)
+    enrollment = normalize_e(script.enrollment, script.office.code)
+    decision = on_enrollment(None, enrollment, TARIFFS, SETTINGS.bill_validity_days)
+    return script, enrollment, decision.new_state
+
+
+def _pay(rng: random.Random, script: Any, customer_no: str, amount: int) -> list[Any]:
+    return payment_steps(rng, script, WORLD, customer_no=customer_no, amount_idr=amount, paid_at=RECEIVED)
+
+
+@pytest.mark.parametrize("members", [2, 3, 6, 12, 50, 400])
+def test_plan_cases_gives_every_member_case_at_least_once(members: int) -> None:
+    plan = plan_cases(random.Random(members), members)
+    counts = Counter(plan.values())
+    assert len(plan) <= members // 2 and all(0 <= i < members for i in plan)
+    if members >= 2 * len(MEMBER_CASES):
+        assert set(counts) == set(MEMBER_CASES)
+    if members >= 400:  # then the shares decide: 2% of each
+        assert all(counts[c] == 8 for c in MEMBER_CASES)
+    assert plan == plan_cases(random.Random(members), members)  # a seed keeps its traffic
+    assert (
+        plan_cases(random.Random(1), members, Mix(overpayment_share=0, late_enrollment_share=0, fx_off_share=0)) == {}
+    )
+
+
+@pytest.mark.parametrize("case", list(MEMBER_CASES))
+@pytest.mark.parametrize("seed", range(20))
+def test_a_case_member_has_nothing_else_going_wrong(case: Case, seed: int) -> None:
+    mix = Mix(bad_enrollment_share=1, bad_payment_share=1, partial_share=1, duplicate_share=1)
+    script = plan_member(random.Random(seed), WORLD, TODAY, mix, case)
+    assert script.case is case and script.bad_enrollment is None and script.bad_payment is None
+    assert not script.partial and not script.duplicate
+    if case is Case.FX_RATE_OUT_OF_TOLERANCE:
+        assert script.currency == COUNTRY_CURRENCY[script.office.country] != IDR
+    # the same draws as a member without a case: the seed's enrollment is unchanged
+    assert script.enrollment == plan_member(random.Random(seed), WORLD, TODAY, mix).enrollment
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_overpayment_is_credited_with_the_excess(seed: int) -> None:
+    rng = random.Random(seed)
+    script, enrollment, state = _enrolled(rng, Case.OVERPAYMENT)
+    bill = state.bill.amount_idr
+    (step,) = _pay(rng, script, enrollment.participant_id, bill)
+    decision = on_payment(state, normalize_p(step.body, script.bank.bank_id))
+    paid = amount_idr_of(step.body)
+    assert paid > bill and paid % 50_000 == 0 and paid - bill >= 1_000
+    assert decision.outcome == "OVERPAYMENT"
+    assert decision.new_state.credit_idr == paid - bill
+    assert [e.reason for e in decision.exceptions] == ["OVERPAYMENT"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_an_off_rate_payment_is_outside_the_tolerance_and_still_the_bill(seed: int) -> None:
+    rng = random.Random(seed)
+    script, enrollment, state = _enrolled(rng, Case.FX_RATE_OUT_OF_TOLERANCE)
+    bill = state.bill.amount_idr
+    (step,) = _pay(rng, script, enrollment.participant_id, bill)
+    currency = step.body["paidAmount"]["currency"]
+    reference = Decimal(step.body["additionalInfo"]["fxRate"])  # the day's reference, as far as this test goes
+    tolerance = SETTINGS.reconcile_fx_tolerance_pct
+    deviation = fx_off_deviation_pct(rng, tolerance, Mix().fx_off_margin_pct)
+    off = requote_off_reference(step.body, reference, deviation)
+    rate = Decimal(off["additionalInfo"]["fxRate"])
+    # independently: the rupiah amount is the bill, the rate more than the tolerance off the reference
+    assert to_idr(Decimal(off["paidAmount"]["value"]), rate) == bill
+    assert abs(rate - reference) * 100 / reference > tolerance + Decimal("0.5")
+    policy = ReconcilePolicy(fx_tolerance_pct=tolerance)
+    lookup = {currency: reference}.get
+
+    def fx(c: str, _day: date) -> Decimal | None:
+        return lookup(c)
+
+    flagged = on_payment(state, normalize_p(off, script.bank.bank_id), policy=policy, fx_reference=fx)
+    assert flagged.outcome == "EXACT"  # CREDIT_AND_FLAG: credited at the bank's rate
+    assert [e.reason for e in flagged.exceptions] == ["FX_RATE_OUT_OF_TOLERANCE"]
+    held = on_payment(
+        state,
+        normalize_p(off, script.bank.bank_id),
+        policy=ReconcilePolicy(fx_tolerance_pct=tolerance, fx_out_of_tolerance="HOLD"),
+        fx_reference=fx,
+    )
+    assert held.outcome == "FX_RATE_OUT_OF_TOLERANCE"
+    clean = on_payment(state, normalize_p(step.body, script.bank.bank_id), policy=policy, fx_reference=fx)
+    assert clean.outcome == "EXACT" and clean.exceptions == []
+
+
+def test_an_idr_payment_cannot_be_requoted() -> None:
+    body = payment_body(
+        random.Random(1),
+        bank=WORLD.banks[0],
+        customer_no="1" * 18,
+        amount_idr=370_000,
+        currency=IDR,
+        paid_at=RECEIVED,
+        utc_offset_h=7,
+    )
+    with pytest.raises(ValueError):
+        requote_off_reference(body, Decimal("3500"), Decimal("5"))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_payment_before_its_enrollment_is_held_then_pays_the_bill(seed: int) -> None:
+    rng = random.Random(seed)
+    script = plan_member(rng, WORLD, TODAY, Mix(), Case.PAYMENT_BEFORE_ENROLLMENT)
+    customer_no = KEY(script.enrollment["nik"])  # what the simulator derives with the hub's participant key
+    amount = expected_bill_idr(TARIFFS, script.enrollment, TODAY)
+    (step,) = _pay(rng, script, customer_no, amount)
+    held = on_payment(None, normalize_p(step.body, script.bank.bank_id))
+    assert held.outcome == "PAYMENT_BEFORE_ENROLLMENT"
+    enrollment = normalize_e(script.enrollment, script.office.code, RECEIVED + timedelta(minutes=5))
+    assert enrollment.participant_id == customer_no
+    decision = on_enrollment(held.new_state, enrollment, TARIFFS, SETTINGS.bill_validity_days)
+    state = decision.new_state
+    # independently: the bill the tariff gives is the one issued, and the held payment covers it exactly
+    assert state.bill.amount_idr == amount
+    assert state.paid_amount_idr == amount and state.status_name == "ACTIVE" and state.credit_idr == 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_payment_for_a_va_never_issued_is_held(seed: int) -> None:
+    rng = random.Random(seed)
+    bank = WORLD.banks[seed % len(WORLD.banks)]
+    customer_no = unissued_customer_no(rng, SETTINGS.customer_no_digits)
+    assert len(customer_no) == SETTINGS.customer_no_digits and customer_no.startswith("9")
+    body = unknown_va_payment(rng, bank, customer_no=customer_no, paid_at=RECEIVED)
+    payment = normalize_p(body, bank.bank_id)  # the bank API accepts it: the VA is consistent
+    assert payment.amount_idr == TYPICAL_BILL_IDR
+    assert on_payment(None, payment).outcome == "PAYMENT_BEFORE_ENROLLMENT"
+
+
+# --- statement breaks ----------------------------------------------------------------------------------
+def _notified(rng: random.Random, bank_id: str, n: int) -> list[dict[str, Any]]:
+    bank = next(b for b in WORLD.banks if b.bank_id == bank_id)
+    currencies = [c for c in bank.currencies if c == IDR or c in FX_RANGES]
+    return [
+        payment_body(
+            rng,
+            bank=bank,
+            customer_no=f"{rng.randrange(10**18):018d}",
+            amount_idr=rng.choice((370_000, 494_500, 105_000)),
+            currency=currencies[i % len(currencies)],
+            paid_at=RECEIVED + timedelta(minutes=i),
+            utc_offset_h=8,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("fmt", list(StatementFormat))
+@pytest.mark.parametrize("seed", range(8))
+def test_statement_breaks_are_what_statement_reconciliation_finds(fmt: StatementFormat, seed: int) -> None:
+    rng = random.Random(seed)
+    bank_id = "BNI"
+    psid = BANKS[bank_id].partner_service_id
+    bodies = _notified(rng, bank_id, 7)
+    lines = [_line_of(b, RECEIVED + timedelta(minutes=i)) for i, b in enumerate(bodies)]
+
+    def unnotified(r: random.Random) -> StatementLine:
+        customer_no = unissued_customer_no(r, SETTINGS.customer_no_digits)
+        return StatementLine(
+            amount_idr=TYPICAL_BILL_IDR,
+            booked_at=RECEIVED + timedelta(hours=2),
+            payment_request_id=payment_request_id(r, bank_id, RECEIVED),
+            virtual_account_no=compose_va(psid, customer_no),
+            origin_value=f"{TYPICAL_BILL_IDR}.00",
+            origin_currency=IDR,
+            partner_reference_no=f"{r.getrandbits(48):012X}",
+        )
+
+    broken = with_breaks(
+        rng,
+        lines,
+        candidates=[b["paymentRequestId"] for b in bodies],
+        wanted=list(Break),
+        corrected_at=RECEIVED + timedelta(hours=1),
+        unnotified=unnotified,
+    )
+    assert set(broken.breaks) == set(Break) and len(set(broken.breaks.values())) == len(Break)
+    statement = Statement(bank_id, collection_account_no(psid), "SIM000001R0001", TODAY, 1, 10**9, broken.lines)
+    upload = build_statement(statement, fmt)
+    result = parse_statement(upload.content, bank_id=bank_id, imported_at=RECEIVED, filename=upload.filename)
+    assert result.errors == []
+    declared = fmt in (StatementFormat.SNAP_STATEMENT, StatementFormat.MT940)
+    assert check_totals(result) == ([] if declared else ["NO_DECLARED_TOTALS"])  # the debit adds up too
+    (debit,) = [e for e in result.entries if e.direction.value == "DEBIT"]
+    (line,) = [x for x in broken.lines if x.is_debit]
+    expected_status = {
+        StatementFormat.SNAP_STATEMENT: "ERROR_CORRECTION",
+        StatementFormat.MT940: "REVERSAL",
+        StatementFormat.CAMT054: "REVERSAL",
+    }.get(fmt, line.status)
+    assert debit.detail_status.value == expected_status
+    assert debit.bank_ref != bank_ref(bank_id, line.payment_request_id)  # a transaction of its own
+
+    ledger = BankLedger.empty(bank_id)
+    decisions = []
+    payments = {b["paymentRequestId"]: normalize_p(b, bank_id) for b in bodies}
+    for payment in payments.values():
+        step = apply_payment(ledger, payment)
+        ledger, decisions = step.ledger, [*decisions, *step.decisions]
+    for entry in result.entries:
+        step = apply_entry(ledger, entry)
+        ledger, decisions = step.ledger, [*decisions, *step.decisions]
+    decisions += list(close_day(ledger, bank_id, TODAY, RECEIVED + timedelta(days=2)).decisions)
+
+    kinds = Counter(d.kind for d in decisions)
+    assert kinds == {
+        DecisionKind.MATCHED_BY_REF: len(bodies) - 2,  # all but the mismatched and the left-off one
+        DecisionKind.AMOUNT_MISMATCH: 1,
+        DecisionKind.REVERSAL: 1,
+        DecisionKind.NOTIFIED_NOT_ON_STATEMENT: 1,
+        DecisionKind.ON_STATEMENT_NOT_NOTIFIED: 1,
+    }
+    about = {d.kind: d.payment_event_id for d in decisions if d.kind is not DecisionKind.MATCHED_BY_REF}
+    for kind in (Break.REVERSAL, Break.AMOUNT_MISMATCH, Break.NOTIFIED_NOT_ON_STATEMENT):
+        assert about[DecisionKind(kind.value)] == payments[broken.breaks[kind]].event_id
+    (mismatch,) = [d for d in decisions if d.kind is DecisionKind.AMOUNT_MISMATCH]
+    assert mismatch.difference == -BANK_FEE_IDR
+    assert about[DecisionKind.ON_STATEMENT_NOT_NOTIFIED] is None
+
+
+def test_breaks_without_enough_payments_are_skipped() -> None:
+    rng = random.Random(3)
+    bodies = _notified(rng, "BNI", 1)
+    lines = [_line_of(bodies[0], RECEIVED)]
+    broken = with_breaks(
+        rng,
+        lines,
+        candidates=[bodies[0]["paymentRequestId"]],
+        wanted=[Break.AMOUNT_MISMATCH, Break.REVERSAL, Break.NOTIFIED_NOT_ON_STATEMENT],
+        corrected_at=RECEIVED,
+        unnotified=lambda r: lines[0],
+    )
+    assert list(broken.breaks) == [Break.AMOUNT_MISMATCH]
+    assert [x.amount_idr for x in broken.lines] == [lines[0].amount_idr - BANK_FEE_IDR]
+
+
+def test_daily_report_summary_has_counts_and_rupiah_only() -> None:
+    doc = {
+        "bank_id": "BNI",
+        "business_date": "2026-12-02",
+        "categories": [
+            {"category": "MATCHED_BY_REF", "decisions": 5, "amount_idr": 1_850_000, "idr_unknown": 0},
+            {"category": "MATCHED_BY_VA_AMOUNT_DATE", "decisions": 1, "amount_idr": 370_000, "idr_unknown": 0},
+            {"category": "AMOUNT_MISMATCH", "decisions": 1, "amount_idr": 363_500, "idr_unknown": 0},
+            {"category": "NOTIFIED_NOT_ON_STATEMENT", "decisions": 1, "amount_idr": 370_000, "idr_unknown": 0},
+            {"category": "ON_STATEMENT_NOT_NOTIFIED", "decisions": 0, "amount_idr": 0, "idr_unknown": 0},
+            {"category": "TOTAL", "decisions": 8, "amount_idr": 2_953_500, "idr_unknown": 0},
+            {"category": "REVERSAL", "decisions": 1, "amount_idr": 370_000, "idr_unknown": 0},
+            {"category": "<script>", "decisions": "x"},
+        ],
+    }
+    assert report_totals(doc) == {
+        "matched": (6, 2_220_000),
+        "mismatched": (1, 363_500),
+        "unmatched": (1, 370_000),
+        "reversed": (1, 370_000),
+    }
+    assert summary_line("BNI", "2026-12-02", doc) == (
+        "daily report BNI 2026-12-02: matched 6 (IDR 2220000) | mismatched 1 (IDR 363500) | "
+        "unmatched 1 (IDR 370000) [NOTIFIED_NOT_ON_STATEMENT 1] | reversed 1 (IDR 370000)"
+    )
+    assert summary_line("BNI", "2026-12-02", {"categories": "nonsense"}).endswith("reversed 0 (IDR 0)")

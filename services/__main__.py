@@ -133,6 +133,14 @@ def webhooks_replay(office: str | None, since: str | None, attempts: int) -> Non
     sys.exit(1 if summary.failed else 0)
 
 
+@cli.command()
+def status() -> None:
+    """Serve the hub's status page (GET /status, /status.json) on SINERGI_STATUS_PORT, scraping every process."""
+    from services.status_page import serve_status
+
+    serve_status(_settings())
+
+
 @cli.command("office-sim")
 def office_sim() -> None:
     """The demo's embassy systems: a verifying webhook receiver and a pull-feed reader for two offices."""

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     worker_rebalance_stall_s: float = Field(
         60.0, description="a worker rebalancing longer than this exits, to be restarted by its process manager"
     )
+    worker_stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="an input partition with messages waiting and no commit advance for this long makes the "
+        "worker not ready (/readyz 503, sinergi_consumer_stalled_partitions)",
+    )
 
     # --- Schema registry -----------------------------------------------------------------------------
     schema_registry_url: str | None = Field(
@@ -68,6 +74,7 @@ class Settings(BaseSettings):
     bank_api_port: int = 8081
     kbri_api_port: int = 8082
     registry_port: int = 8083
+    status_port: int = Field(8084, description="`sinergi status`: the status page (GET /status, /status.json)")
     metrics_port_base: int = Field(9300, description="workers expose /metrics on base + n")
     max_body_bytes: int = 64 * 1024
     statement_max_bytes: int = Field(

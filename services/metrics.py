@@ -197,3 +197,27 @@ WEBHOOK_INPUT_PAUSED = Gauge(
     "1 while an office topic is paused (its dispatcher queue is full or its endpoint is not registered yet)",
     ["office"],
 )
+
+# --- worker health (services/worker_health.py; partition is the partition number, bounded by the topic) ---
+CONSUMER_LAG = Gauge(
+    "sinergi_consumer_lag_messages",
+    "Messages waiting on an assigned input partition: highwater minus committed offset",
+    ["stage", "topic", "partition"],
+)
+CONSUMER_COMMIT_AGE = Gauge(
+    "sinergi_consumer_commit_age_seconds",
+    "Seconds since the committed offset of an assigned input partition last advanced (0 while its lag is 0)",
+    ["stage", "topic", "partition"],
+)
+CONSUMER_STALLED_PARTITIONS = Gauge(
+    "sinergi_consumer_stalled_partitions",
+    "Assigned input partitions with lag and no commit advance for SINERGI_WORKER_STALL_AFTER_S",
+    ["stage"],
+)
+WORKER_READY = Gauge("sinergi_worker_ready", "1 while the worker's /readyz answers 200, else 0", ["stage"])
+AGENT_CRASHES = Counter(
+    "sinergi_agent_crashes_total", "Stream agents (or the core publisher loop) that ended with an exception", ["stage"]
+)
+
+# --- business (the bank API's inquiry read model of members.v1; status is the MemberStatus enum) ----------------
+MEMBERS_BY_STATUS = Gauge("sinergi_members_by_status", "Members in the bank API's read model, by status", ["status"])

@@ -110,6 +110,7 @@ def plan(settings: Settings, simulate: bool, embedded_registry: bool) -> list[Ch
     port = settings.metrics_port_base + METRICS_PORTS - 1
     webhooks_argv = _sinergi("webhooks", "serve", "--metrics-port", str(port))
     children.append(Child("webhooks", webhooks_argv, f"http://{host}:{port}/metrics"))
+    children.append(Child("status", _sinergi("status"), f"http://{host}:{settings.status_port}/status"))
     if simulate:
         children.append(Child("simulator", _sinergi("simulate", "--forever")))
         children.append(Child("office-sim", _sinergi("office-sim")))

@@ -1,4 +1,5 @@
-"""Run one stream processor: a Faust worker (or the core publisher loop) with /metrics on its own port."""
+"""Run one stream processor: a Faust worker (or the core publisher loop) with /metrics, /healthz and /readyz
+on its own port (services/worker_health.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import signal
 import time
 
 import faust
-from prometheus_client import start_http_server
 
 from services import (
     normalize_enrollments,
@@ -24,6 +24,7 @@ from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
 from services.context import build_context
+from services.worker_health import WorkerHealth, install_faust, serve_probes, watch_aiokafka
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,20 @@ FAUST_SERVICES = {
 
 
 def run_worker(service: str, settings: Settings, bootstrap: str, metrics_port: int | None) -> None:
+    health = WorkerHealth(service, settings.worker_stall_after_s)
     if metrics_port is not None:
-        start_http_server(metrics_port, addr=settings.http_host)
+        serve_probes(health, metrics_port, settings.http_host)
     if service == "core_publisher":
-        _run_core_publisher(settings, bootstrap)
+        _run_core_publisher(settings, bootstrap, health)
         return
     app = create_app(service, settings, bootstrap)
     codec = build_codec(settings)
     FAUST_SERVICES[service](app, build_context(settings, codec))
+    run_faust_app(app, settings, health)
+
+
+def run_faust_app(app: faust.App, settings: Settings, health: WorkerHealth) -> None:
+    """Start a Faust app whose agents are registered, with the health checks; returns when it stops."""
 
     @app.task
     async def _quiet_root_logger() -> None:
@@ -56,6 +63,7 @@ def run_worker(service: str, settings: Settings, bootstrap: str, metrics_port: i
         logging.getLogger().setLevel(settings.log_level)
 
     _install_rebalance_watchdog(app, settings.worker_rebalance_stall_s)
+    install_faust(app, health)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.execute_from_commandline()
 
@@ -83,7 +91,7 @@ def _install_rebalance_watchdog(app: faust.App, stall_s: float) -> None:
             os._exit(EXIT_STALLED)
 
 
-def _run_core_publisher(settings: Settings, bootstrap: str) -> None:
+def _run_core_publisher(settings: Settings, bootstrap: str, health: WorkerHealth) -> None:
     from connectors.core.publisher import CorePublisher
 
     codec = build_codec(settings)
@@ -99,6 +107,13 @@ def _run_core_publisher(settings: Settings, bootstrap: str) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, publisher.stop)
-        await publisher.run()
+        watch = asyncio.create_task(watch_aiokafka(health, lambda: publisher.consumer), name="health")
+        try:
+            await publisher.run()
+        except Exception:
+            health.record_crash(fatal=True)  # the process exits next and its manager restarts it
+            raise
+        finally:
+            watch.cancel()
 
     asyncio.run(main())

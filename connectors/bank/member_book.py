@@ -36,7 +36,7 @@ from services.config import Settings
 from services.domain.dates import wib_date
 from services.domain.models import MemberRecord, MemberStatus
 from services.logs import event
-from services.metrics import READ_MODEL_MEMBERS, READ_MODEL_RECORDS
+from services.metrics import MEMBERS_BY_STATUS, READ_MODEL_MEMBERS, READ_MODEL_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class MemberBook:
         self.model = model
         self._clock = clock
         self._members: dict[str, MemberView] = {}
+        # Kept as records arrive: recounting a large book after every batch would cost the API's event loop.
+        self._by_status: dict[MemberStatus, int] = dict.fromkeys(MemberStatus, 0)
         self._ready = False
 
     # --- loading -----------------------------------------------------------------------------------------
@@ -125,6 +127,9 @@ class MemberBook:
         held = self._members.get(record.customer_no)
         if held is not None and record.version <= held.version:
             return False
+        if held is not None:
+            self._by_status[held.status] -= 1
+        self._by_status[record.status] += 1
         self._members[record.customer_no] = MemberView(
             customer_no=record.customer_no,
             version=record.version,
@@ -139,7 +144,13 @@ class MemberBook:
 
     def forget(self, customer_no: str) -> None:
         """A tombstone on the compacted topic: the member is gone."""
-        self._members.pop(customer_no, None)
+        held = self._members.pop(customer_no, None)
+        if held is not None:
+            self._by_status[held.status] -= 1
+
+    def count_by_status(self) -> dict[MemberStatus, int]:
+        """Members held per status, every status present (0 included)."""
+        return dict(self._by_status)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -306,6 +317,8 @@ class MemberBookReader:
                     await self._apply_all(decode, records)
                     self._positions[tp] = records[-1].offset + 1
                 READ_MODEL_MEMBERS.labels(self.book.model).set(len(self.book))
+                for status, count in self.book.count_by_status().items():
+                    MEMBERS_BY_STATUS.labels(status.value).set(count)
                 if not self.book.ready:
                     await self._check_caught_up(consumer, tps, idle=not batches)
         finally:

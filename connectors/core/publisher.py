@@ -52,6 +52,7 @@ class CorePublisher:
         self._group_id = group_id
         self._last_version: dict[bytes, int] = {}
         self._stopping = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None  # while running: the worker's health check reads its offsets
 
     def stop(self) -> None:
         self._stopping.set()
@@ -73,6 +74,7 @@ class CorePublisher:
         producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=s.producer_linger_ms)
         await producer.start()
         await consumer.start()
+        self.consumer = consumer
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -114,6 +116,7 @@ class CorePublisher:
                 if batches:
                     await consumer.commit()
         finally:
+            self.consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):

@@ -55,6 +55,7 @@ def test_sinergi_up_with_simulator_prints_urls_feeds_the_core_topic_and_stops_cl
         **os.environ,
         "SINERGI_BANK_API_PORT": str(free_port()),
         "SINERGI_KBRI_API_PORT": str(free_port()),
+        "SINERGI_STATUS_PORT": str(free_port()),
         "SINERGI_REGISTRY_PORT": str(registry_port),
         "SINERGI_METRICS_PORT_BASE": str(free_port_block(METRICS_PORTS)),
         "SINERGI_DATA_DIR": str(tmp_path),

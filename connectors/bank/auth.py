@@ -127,7 +127,10 @@ class SnapAuth:
         if not signature:
             AUTH_FAILURES.labels(self.api, obs.endpoint, obs.partner, SIGNATURE_MISSING).inc()
             raise missing("X-SIGNATURE", service)
-        url = endpoint_url(request, partner.profile.endpoint_url)
+        try:
+            url = endpoint_url(request, partner.profile.endpoint_url)
+        except UnicodeDecodeError:  # Starlette's request.url wants a UTF-8 query string; no bank signed other bytes
+            raise self._fail(obs, SIGNATURE_INVALID, "Invalid Signature", service) from None
         digest = signature_body_digest(raw)
         method = request.method.upper()
         if scheme == "HMAC_SHA512":

@@ -186,9 +186,12 @@ def _b64decode(signature_b64: str) -> bytes | None:
     if not isinstance(signature_b64, str) or not signature_b64.isascii():
         return None
     try:
-        return base64.b64decode(signature_b64, validate=True)
+        raw = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
         return None
+    # validate=True still ignores the unused low bits of the last character ("...TA==" and "...TB==" decode
+    # alike): only the canonical spelling is accepted, so a valid signature has exactly one X-SIGNATURE form.
+    return raw if base64.b64encode(raw).decode("ascii") == signature_b64 else None
 
 
 def sign_hmac_sha512(secret: bytes, sts: str) -> str:

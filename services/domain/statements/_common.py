@@ -25,7 +25,8 @@ CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999999999.99")
 
 _LONG_DIGITS = re.compile(r"(?<![0-9A-Za-z])[0-9]{10,}(?![0-9A-Za-z])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Lone surrogates too: a JSON "\ud800" escape decodes to one, and it cannot be written as UTF-8 (entry id, Kafka).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _UNSAFE_XML = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -163,7 +164,10 @@ def parse_iso_date(text: str | None, what: str) -> date:
         raise LineRejected(StatementReason.BAD_DATE, f"{what} is not an ISO date") from None
     if moment.tzinfo is None:
         return moment.date()
-    return moment.astimezone(WIB).date()
+    try:
+        return moment.astimezone(WIB).date()
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00: its WIB day lies past year 9999
+        raise LineRejected(StatementReason.BAD_DATE, f"{what} is out of range") from None
 
 
 def clean_text(value: object, max_len: int = REF_MAX) -> str | None:

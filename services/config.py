@@ -186,10 +186,9 @@ class Settings(BaseSettings):
     )
 
     statement_reconciliation_enabled: bool = Field(
-        False,
-        description="run the reconcile_statements worker (statement entries matched against payment notifications). "
-        "Off by default: each bank's open items are one changelog value (about 1 KB each), so beyond a few hundred "
-        "open payments per bank it nears Kafka's 1 MB message limit; it is to be split per item before production",
+        True,
+        description="run the reconcile_statements worker (statement entries matched against payment notifications) "
+        "and serve the daily report from its decisions; false leaves statements unreconciled (the report answers 503)",
     )
 
     # --- Processing ------------------------------------------------------------------------------------

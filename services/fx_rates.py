@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from connectors.kafka_edge import BrokerUnavailable, EdgeProducer, EdgeSender
+from services import metrics
 from services.catalogue import FX_RATES
 from services.config import Settings
 from services.domain.dates import wib_date
@@ -226,6 +227,7 @@ class RateFeed:
             self._rates[key] = value
         else:
             self._rates.pop(key, None)
+        metrics.FX_FEED_RECORDS.inc()  # after the store: a reader of the counter may rely on the rate being there
 
     def start(self) -> None:
         self._thread.start()

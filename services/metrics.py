@@ -65,6 +65,9 @@ PROCESSING_LATENCY = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
+# Records of fx-rates.v1 this worker's rate feed has taken in: a reader can tell when a rate it published is
+# known to the reconciler (the feed is a thread reading the topic, not a stage with offsets).
+FX_FEED_RECORDS = Counter("sinergi_fx_feed_records_total", "Reference-rate records the reconciler's rate feed applied")
 RECONCILE_OUTCOMES = Counter("sinergi_reconcile_outcomes_total", "Reconciler decisions by outcome", ["outcome"])
 # kind: HELD (paid before any enrollment) or FX_HELD (FX out of tolerance under the HOLD policy).
 RECONCILE_UNMATCHED_PAYMENTS = Gauge(

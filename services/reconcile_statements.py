@@ -7,17 +7,15 @@ Partitioning. Statement entries are keyed by bank id, payments by participant ke
 every payment by its bank id onto ``reconcile_statements.by-bank.v1`` (the Avro bytes unchanged, header
 ``sinergi-kind: payment``); that topic and statement-entries.v1 have the same partition count and the same
 key, so the second agent sees every payment and entry of one bank in order on one partition, next to the
-bank's ledger in the ``statement_ledgers`` table (changelog-backed).
+bank's ledger.
 
-One ledger per bank, not per (bank, day). A payment's VA rule looks one day either side, so a per-day ledger
-would have to read and write up to three values per item; one value per bank keeps the domain's single
-``BankLedger`` contract, and it stays small because every close prunes the closed days older than
-:data:`KEEP_DAYS` (raw topics keep 7 days, so nothing older can be redelivered as a duplicate).
-
-Limit (known, measured): the whole ledger is one changelog value, rewritten per input. At 5,000 open
-notifications of one bank it is ~2.2 MB (over Kafka's default 1 MB message limit) and costs ~0.13 s to
-serialize per event (~0.07 s more to parse, which the in-process cache below avoids). Fine for statement
-volumes of a few hundred payments per bank and day; beyond that the ledger must be split into per-item keys.
+One ledger per bank, stored as items. A payment's VA rule looks one day either side, so the domain keeps one
+``BankLedger`` per bank (not per day); :class:`services.ledger_table.LedgerTable` stores each of its entries as
+its own key of the ``statement_ledger_items`` table (changelog-backed) and writes only what an input changed,
+atomically through a one-slot journal (:mod:`services.domain.ledger_items`). An input costs the items it touched,
+not the ledger's size; every close prunes the closed days older than :data:`KEEP_DAYS` (raw topics keep 7 days,
+so nothing older can be redelivered as a duplicate). The ledgers are held in memory between inputs and rebuilt
+from the table after a start or a rebalance.
 
 Closing days. A Faust timer must not write a table (no current event, no changelog partition), so the timer
 only produces a ``sinergi-kind: tick`` record per configured bank onto the same by-bank topic; the agent
@@ -35,9 +33,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import faust
-import orjson
 
 from services import metrics
 from services.app import topic
@@ -64,13 +62,14 @@ from services.domain.statement_match import (
     prune,
     reversal_of,
 )
+from services.ledger_table import LedgerTable
 from services.stage import Stage, header_map
 
 log = logging.getLogger(__name__)
 
 NAME = "reconcile_statements"
 REKEY_NAME = "reconcile_statements_rekey"  # its agent; it shares the stage (metrics, dlq) with NAME
-LEDGER_TABLE = "statement_ledgers"
+LEDGER_TABLE = "statement_ledger_items"  # one key per ledger item
 KIND_HEADER = "sinergi-kind"
 KIND_PAYMENT = b"payment"
 KIND_TICK = b"tick"
@@ -127,10 +126,6 @@ def close_due(ledger: BankLedger, now: datetime, grace: timedelta | None = None)
     return Step(prune(ledger, keep_from(now)), tuple(decisions))
 
 
-def load_ledger(stored: bytes | None, bank_id: str) -> BankLedger:
-    return BankLedger.from_json(orjson.loads(stored)) if stored else BankLedger.empty(bank_id)
-
-
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
     by_bank = topic(app, STATEMENTS_BY_BANK.name)
@@ -139,7 +134,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     reversals_out = topic(app, REVERSALS.name)
     reversal_schema = REVERSALS.value_schema or "sinergi.Reversal"
     exception_schema = EXCEPTIONS.value_schema or "sinergi.ReconciliationException"
-    ledgers = app.Table(
+    table = app.Table(
         LEDGER_TABLE,
         default=None,
         partitions=ctx.settings.kafka_partitions,
@@ -174,16 +169,16 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         for bank_id in sorted(ctx.banks):
             await by_bank.send(key=bank_id.encode(), value=b"", headers=[(KIND_HEADER, KIND_TICK)])
 
-    # The last ledger this worker wrote per bank, beside the exact bytes it wrote: while the table still holds
-    # those bytes (the same object; a restore from the changelog gives new ones) the parse is skipped.
-    cache: dict[bytes, tuple[bytes, BankLedger]] = {}
+    ledgers = LedgerTable(table)
 
-    def ledger_of(key: bytes, bank_id: str) -> BankLedger:
-        stored = ledgers.get(key)
-        hit = cache.get(key)
-        if hit is not None and stored is not None and hit[0] is stored:
-            return hit[1]
-        return load_ledger(stored, bank_id)
+    # mode types receivers with a string forward reference mypy cannot match; any def is accepted at runtime.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    def forget_on_revoke(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        ledgers.forget()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    def forget_on_assign(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        ledgers.forget()
 
     async def emit(decisions: Iterable[Decision]) -> None:
         pending = []
@@ -211,16 +206,16 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 if msg.topic == STATEMENT_ENTRIES.name:
                     entry = ctx.codec.decode_model(msg.value, StatementEntry)
                     key = entry.bank_id.encode()
-                    before = ledger_of(key, entry.bank_id)
+                    before = ledgers.get(entry.bank_id)
                     step = apply_entry(before, entry)
                 elif kind == KIND_TICK:
                     key = msg.key or b""
-                    before = ledger_of(key, key.decode())
+                    before = ledgers.get(key.decode())
                     step = close_due(before, datetime.now(UTC))
                 else:
                     payment = ctx.codec.decode_model(msg.value, Payment)
                     key = payment.bank_id.encode()
-                    before = ledger_of(key, payment.bank_id)
+                    before = ledgers.get(payment.bank_id)
                     step = apply_payment(before, payment)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
                 await stage.dead_letter(event, _reason(exc), type(exc).__name__)
@@ -234,10 +229,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
                 app._crash(exc)
                 return
-            if kind != KIND_TICK or step.ledger != before:  # an idle tick writes no changelog record
-                stored = orjson.dumps(step.ledger.to_json())
-                ledgers[key] = stored
-                cache[key] = (stored, step.ledger)
+            ledgers.put(before, step.ledger)  # an idle tick changes nothing and writes nothing
 
 
 def _reason(exc: Exception) -> str:

@@ -37,7 +37,7 @@ WORKERS = (
 )
 # /metrics ports used from SINERGI_METRICS_PORT_BASE: one per worker, then the webhooks service.
 METRICS_PORTS = len(WORKERS) + 1
-# Workers that run only when a setting turns them on (each keeps its port slot either way).
+# Workers a setting can switch off (each keeps its port slot either way).
 OPTIONAL_WORKERS = {"reconcile_statements": "statement_reconciliation_enabled"}
 
 

@@ -40,8 +40,7 @@ STORED = [
 
 @pytest.fixture
 def edge_settings() -> Settings:
-    """The stage is off by default (see Settings.statement_reconciliation_enabled); these tests turn it on."""
-    return Settings(statement_reconciliation_enabled=True)
+    return Settings()  # the stage is on by default (Settings.statement_reconciliation_enabled)
 
 
 @pytest.fixture
@@ -128,7 +127,7 @@ async def test_report_says_so_when_statement_reconciliation_is_off(asked: list[s
     from connectors.bank.app import create_bank_app
     from connectors.kafka_edge import InMemoryProducer
 
-    app = create_bank_app(Settings(), InMemoryProducer())
+    app = create_bank_app(Settings(statement_reconciliation_enabled=False), InMemoryProducer())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bank.test") as client:
         resp = await get(client, {"bank": "MANDIRI", "date": DAY.isoformat()})
     assert resp.status_code == 503, resp.text

@@ -9,10 +9,11 @@ from services.supervisor import OPTIONAL_WORKERS, WORKERS, Child, Supervisor, pl
 def test_plan_starts_every_worker_and_the_embedded_registry_only_when_no_registry_is_configured() -> None:
     names = [c.name for c in plan(Settings(), simulate=True, embedded_registry=True)]
     assert names[0] == "registry"
-    assert {f"worker-{w}" for w in WORKERS if w not in OPTIONAL_WORKERS} <= set(names)
-    assert not {f"worker-{w}" for w in OPTIONAL_WORKERS} & set(names)  # off unless their setting is on
-    everything = plan(Settings(statement_reconciliation_enabled=True), simulate=False, embedded_registry=False)
-    assert {f"worker-{w}" for w in WORKERS} <= {c.name for c in everything}
+    assert {f"worker-{w}" for w in WORKERS} <= set(names)  # every worker is on by default
+    switched_off = plan(Settings(statement_reconciliation_enabled=False), simulate=False, embedded_registry=False)
+    off_names = {c.name for c in switched_off}
+    assert {f"worker-{w}" for w in WORKERS if w not in OPTIONAL_WORKERS} <= off_names
+    assert not {f"worker-{w}" for w in OPTIONAL_WORKERS} & off_names
     assert "simulator" in names and "api-bank" in names and "api-kbri" in names
     assert "registry" not in [c.name for c in plan(Settings(), simulate=False, embedded_registry=False)]
 

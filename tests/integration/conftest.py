@@ -32,7 +32,6 @@ def hub(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "SINERGI_STATUS_PORT": str(free_port()),
         "SINERGI_METRICS_PORT_BASE": str(free_port_block(METRICS_PORTS)),
         "SINERGI_DATA_DIR": str(data_dir),
-        "SINERGI_STATEMENT_RECONCILIATION_ENABLED": "true",  # off by default (its ledger limit), on for the tests
     }
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from hubclient import BANK_TOKENS, DEADLINE_S, PAY_PATH, enroll, enrollment_body, pay
+from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.bank.snap_signing import sign_transactional_hmac
 from services import fx_rates
@@ -108,16 +109,27 @@ def _pay_myr(hub: Supervisor, va: str, amount_idr: int, rate: Decimal) -> httpx.
     )
 
 
-@pytest.mark.skip(
-    reason="racy: nothing tells the test when the reconciler's rate feed has read a rate published while the hub "
-    "runs, so the first payment can see FX_REFERENCE_RATE_MISSING (seen once in a full run); needs a readiness "
-    "signal of the feed before it can gate make test"
-)
+def _feed_records(metrics_url: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=5).text):
+        for sample in family.samples:
+            if sample.name == "sinergi_fx_feed_records_total":
+                return float(sample.value)
+    raise AssertionError("sinergi_fx_feed_records_total is not exported by the reconciler")
+
+
 def test_reference_rates_published_while_running_drive_the_fx_check(hub: Supervisor, codec: Any) -> None:
     today = wib_date(datetime.now(UTC))
     reference = Decimal("3600.000000")
     rate = fx_rates.fx_rate("MYR", today, reference, source="TEST")
+    metrics_url = hub.child("worker-reconcile").url
+    assert metrics_url
+    applied_before = _feed_records(metrics_url)
     assert fx_rates.publish_rates(hub.settings, hub.bootstrap, codec, [rate]) == 1
+    # The reconciler's rate feed counts each record after storing it: once it moved, the rate is in force.
+    deadline = time.monotonic() + DEADLINE_S
+    while _feed_records(metrics_url) < applied_before + 1:
+        assert time.monotonic() < deadline, "the reconciler's rate feed never applied the published rate"
+        time.sleep(0.2)  # poll interval of a deadline loop
 
     rng = random.Random(6160)
     customers: dict[str, str] = {}

@@ -144,11 +144,6 @@ def write_config(hub: Supervisor, directory: Path, prometheus_port: int, webhook
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
     ports = job_ports(hub, webhooks_port)
     host = hub.settings.http_host
-    jobs = {job["job_name"] for job in config["scrape_configs"]}
-    # The optional stage's job is commented out in production (off by default); the hub here runs it.
-    optional = "sinergi-reconcile-statements"
-    assert optional not in jobs
-    config["scrape_configs"].append({"job_name": optional, "static_configs": [{"targets": []}]})
     for job in config["scrape_configs"]:
         name = job["job_name"]
         if name == "prometheus":

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.supervisor import OPTIONAL_WORKERS, WORKERS
+from services.supervisor import WORKERS
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -231,10 +231,6 @@ def test_the_scrape_config_has_one_job_per_hub_process() -> None:
     config = _load(PROMETHEUS_DIR / "prometheus.yml")
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     expected = {"sinergi-bank-api", "sinergi-kbri-api", "sinergi-webhooks"}
-    expected |= {"sinergi-" + w.replace("_", "-") for w in WORKERS if w not in OPTIONAL_WORKERS}
+    expected |= {"sinergi-" + w.replace("_", "-") for w in WORKERS}
     assert jobs - {"prometheus"} == expected
-    # Optional stages are documented beside the jobs, ready to be uncommented with their compose profile.
-    text = (PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8")
-    for worker in OPTIONAL_WORKERS:
-        assert f"# - job_name: sinergi-{worker.replace('_', '-')}" in text
     assert config["rule_files"] == ["rules/*.yml"]

@@ -238,7 +238,7 @@ def test_targets_are_the_supervisor_children_urls() -> None:
         else:
             assert planned[t.name].removesuffix("/docs") == t.metrics_url.removesuffix("/metrics")
     assert planned["status"] == f"http://127.0.0.1:{settings.status_port}/status"
-    off = {t.name for t in targets(Settings())}
+    off = {t.name for t in targets(Settings(statement_reconciliation_enabled=False))}
     assert "worker-reconcile_statements" not in off  # an optional worker off: not scraped, not "down"
 
 

@@ -1,0 +1,71 @@
+"""The statement stage's bank ledgers in a changelog-backed Faust table, one small item per key.
+
+Layout and crash safety are :mod:`services.domain.ledger_items`'s: a step writes its change set to the bank's
+journal slot (zlib-compressed JSON: a day's close can change thousands of items), then each changed item. The
+table sends every write of one input to the changelog partition of that input (Faust uses the event's
+partition), so the changelog holds them in order and a crash keeps a prefix of them.
+
+The ledger a worker works on lives in memory, rebuilt from the table the first time a bank is needed after
+start or a rebalance (the table is recovered by then: Faust pauses agents until recovery is done). A rebuild
+writes the journal's items again, because a crash may have kept the journal and only some of them, and the
+next step's journal replaces that slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+
+from services.domain.ledger_items import Change, changes, journal_key, ledger_from_items, prefix
+from services.domain.statement_match import BankLedger
+
+
+class LedgerTable:
+    def __init__(self, table: Any) -> None:
+        self.table = table  # a faust Table with bytes keys and bytes values
+        self._ledgers: dict[str, BankLedger] = {}
+        self.rebuilds = 0
+
+    def forget(self) -> None:
+        """Drop every ledger held in memory: partitions moved, another worker may have written them."""
+        self._ledgers.clear()
+
+    def get(self, bank_id: str) -> BankLedger:
+        ledger = self._ledgers.get(bank_id)
+        if ledger is None:
+            ledger = self._rebuild(bank_id)
+            self._ledgers[bank_id] = ledger
+        return ledger
+
+    def put(self, before: BankLedger, after: BankLedger) -> int:
+        """Store the items ``after`` changed since ``before``; returns how many items were written."""
+        writes = changes(before, after)
+        if writes:
+            self.table[journal_key(after.bank_id).encode()] = zlib.compress(orjson.dumps(writes))
+            self._write(writes)
+        self._ledgers[after.bank_id] = after
+        return len(writes)
+
+    def _write(self, writes: list[Change]) -> None:
+        for key, value in writes:
+            raw = key.encode()
+            if value is not None:
+                self.table[raw] = orjson.dumps(value)
+            elif raw in self.table:
+                del self.table[raw]
+
+    def _rebuild(self, bank_id: str) -> BankLedger:
+        self.rebuilds += 1
+        head = prefix(bank_id).encode()
+        slot = journal_key(bank_id).encode()
+        stored = [
+            (k.decode(), orjson.loads(v))
+            for k, v in self.table.items()
+            if k.startswith(head) and k != slot and v is not None
+        ]
+        packed = self.table.get(slot)
+        journal: list[Change] = [(k, v) for k, v in orjson.loads(zlib.decompress(packed))] if packed else []
+        self._write(journal)
+        return ledger_from_items(bank_id, stored, journal)

@@ -48,15 +48,11 @@ from connectors.embedded import EmbeddedBroker, free_port, free_port_block
 from services.bank_client import PAYMENT_PATH, bank_credentials
 from services.config import Settings
 from services.domain.dates import wib_date
-from services.domain.identity import event_uuid, participant_id
-from services.domain.models import ParticipantType, Program
+from services.domain.identity import event_uuid
 from services.domain.payment import to_idr
-from services.domain.tariff import bill_amount_idr, load_tariffs
-from services.reference import load_tariff_document
+from services.simulation.backlog import CLEAN, Backlog, RawRecord, build_backlog
 from services.simulation.generators import (
     COUNTRY_UTC_OFFSET_H,
-    Mix,
-    World,
     kbri_headers,
     office_request_id,
     payment_body,
@@ -74,115 +70,6 @@ STEADY_LOAD = 0.5  # (c) runs at this share of the backlog throughput measured i
 STEADY_SECONDS = 15.0
 PAY_AFTER_S = 1.0  # a member's payment follows its enrollment by this much in phase c
 SEED = 20261125
-CLEAN = Mix(
-    bad_enrollment_share=0.0, bad_payment_share=0.0, partial_share=0.0, duplicate_share=0.0, pay_delay_max_s=0.0
-)
-
-Header = tuple[str, bytes]
-
-
-# --- what the partner APIs write to the raw topics ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    topic: str
-    key: bytes
-    value: bytes
-    headers: list[Header]
-
-
-def enrollment_intake_record(
-    office: str, request_id: str, customer_no: str, value: bytes, received_at: datetime
-) -> RawRecord:
-    """The record connectors/kbri/app.py produces for an accepted enrollment (key = customer_no)."""
-    from connectors.http_common import iso_utc
-    from connectors.kbri import app as kbri
-    from services.catalogue import ENROLLMENTS_RAW
-
-    headers = [
-        (kbri.H_OFFICE, office.encode()),
-        (kbri.H_REQUEST_ID, request_id.encode()),
-        (kbri.H_EVENT_ID, event_uuid("enrollment", office, request_id).encode()),
-        (kbri.H_RECEIVED_AT, iso_utc(received_at).encode()),
-        (kbri.H_CHANNEL, kbri.CHANNEL.encode()),
-    ]
-    return RawRecord(ENROLLMENTS_RAW.name, customer_no.encode(), value, headers)
-
-
-def payment_intake_record(
-    bank_id: str, http_headers: dict[str, str], body: dict[str, Any], value: bytes, received_at: datetime
-) -> RawRecord:
-    """The record connectors/bank/payment.py produces for an accepted notification (key = customerNo)."""
-    from connectors.bank import payment as bank
-    from connectors.http_common import iso_utc
-    from services.catalogue import PAYMENTS_RAW
-
-    headers = [
-        (bank.H_BANK, bank_id.encode()),
-        (bank.H_EXTERNAL_ID, http_headers["X-EXTERNAL-ID"].encode()),
-        (bank.H_EVENT_ID, event_uuid("payment", bank_id, body["paymentRequestId"]).encode()),
-        (bank.H_RECEIVED_AT, iso_utc(received_at).encode()),
-        (bank.H_CHANNEL_ID, http_headers["CHANNEL-ID"].encode()),
-        (bank.H_X_TIMESTAMP, http_headers["X-TIMESTAMP"].encode()),
-    ]
-    return RawRecord(PAYMENTS_RAW.name, str(body["customerNo"]).encode(), value, headers)
-
-
-@dataclass
-class Backlog:
-    enrollments: list[RawRecord]
-    payments: list[RawRecord]
-    customer_nos: set[str]
-
-    @property
-    def events(self) -> int:
-        return len(self.enrollments) + len(self.payments)
-
-
-def build_backlog(settings: Settings, members: int, seed: int, now: datetime, world: World | None = None) -> Backlog:
-    """``members`` valid enrollments and one payment each covering the bill exactly (mixed offices,
-    banks, currencies, participant types and contract lengths), as the APIs would have stored them."""
-    world = world or world_from_settings(settings)
-    today = wib_date(now)
-    tariff = load_tariffs(load_tariff_document(settings.tariff_file)).tariff_on(today)
-    secret = settings.participant_key_secret.get_secret_value().encode()
-    rng = random.Random(seed)
-    out = Backlog([], [], set())
-    while len(out.customer_nos) < members:
-        script = plan_member(rng, world, today, CLEAN)
-        body = script.enrollment
-        customer_no = participant_id(body["nik"], secret, settings.customer_no_digits)
-        if customer_no in out.customer_nos:
-            continue
-        out.customer_nos.add(customer_no)
-        office = script.office.code
-        request_id = office_request_id(rng, office, today)
-        out.enrollments.append(
-            enrollment_intake_record(office, request_id, customer_no, json.dumps(body).encode(), now)
-        )
-        bill = bill_amount_idr(
-            tariff,
-            ParticipantType(body["participant_type"]),
-            body["contract_months"],
-            [Program(p) for p in body["programs"]],
-        ).total_idr
-        pay = payment_body(
-            rng,
-            bank=script.bank,
-            customer_no=customer_no,
-            amount_idr=bill,
-            currency=script.currency,
-            paid_at=now,
-            utc_offset_h=COUNTRY_UTC_OFFSET_H.get(script.office.country, 7),
-            account_name=body["full_name"],
-        )
-        http_headers = snap_headers(rng, script.bank.bank_id, "", now)
-        out.payments.append(
-            payment_intake_record(script.bank.bank_id, http_headers, pay, json.dumps(pay).encode(), now)
-        )
-    return out
-
 
 # --- figures --------------------------------------------------------------------------------------------
 
@@ -1063,4 +950,4 @@ def run_bench(settings: Settings, events: int) -> int:
     return 0 if not report.problems else 1
 
 
-__all__ = ["build_backlog", "enrollment_intake_record", "payment_intake_record", "percentile", "run_bench"]
+__all__ = ["Backlog", "RawRecord", "build_backlog", "percentile", "run_bench"]

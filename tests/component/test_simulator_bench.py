@@ -11,8 +11,9 @@ from connectors.bank.app import create_bank_app
 from connectors.bank.snap_signing import sign_transactional_hmac
 from connectors.kafka_edge import InMemoryProducer
 from connectors.kbri.app import create_kbri_app
-from services.bench import RawRecord, build_backlog, percentile
+from services.bench import percentile
 from services.config import DEV_BANK_SECRETS, Settings
+from services.simulation.backlog import RawRecord, build_backlog
 from services.simulator import world_from_settings
 
 PAY_PATH = "/v1.0/transfer-va/payment"

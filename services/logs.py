@@ -17,11 +17,22 @@ from typing import Any
 # Not inside a decimal number: "runtime=6.0123456789806" is a measurement, not an account.
 _NIK_OR_ACCOUNT = re.compile(r"(?<!\d)(?<!\d\.)\d{10,20}(?!\d)(?!\.\d)")
 _PASSPORT = re.compile(r"\b(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{6,12}\b")
+# An event id is never personal data, and one whose last group holds ten digits in a row was logged as
+# "aade-******2936ce": unsearchable. UUIDs are matched first and kept whole.
+_UUID = r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+_MASKED = re.compile(rf"(?P<uuid>{_UUID})|(?P<number>{_NIK_OR_ACCOUNT.pattern})|(?P<passport>{_PASSPORT.pattern})")
+
+
+def _mask(m: re.Match[str]) -> str:
+    if m.group("uuid"):
+        return m.group()
+    if m.group("number"):
+        return "*" * (len(m.group()) - 4) + m.group()[-4:]
+    return "[passport]"
 
 
 def mask_text(text: str) -> str:
-    text = _NIK_OR_ACCOUNT.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
-    return _PASSPORT.sub("[passport]", text)
+    return _MASKED.sub(_mask, text)
 
 
 class _MaskingFilter(logging.Filter):

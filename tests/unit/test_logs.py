@@ -30,3 +30,10 @@ def test_every_log_line_passes_the_masking_point(capsys: pytest.CaptureFixture[s
 def test_masking_leaves_decimal_measurements_alone_but_not_a_nik_ending_a_sentence() -> None:
     assert logs.mask_text("runtime=6.0123456789806s") == "runtime=6.0123456789806s"
     assert "3602041211870001" not in logs.mask_text("the nik was 3602041211870001.")
+
+
+def test_event_ids_stay_whole_but_a_nik_next_to_one_is_still_masked() -> None:
+    event_id = "96989420-54cd-5eb1-aade-1234562936ce"  # ten digits in a row in the last group
+    masked = logs.mask_text(f"event_id={event_id} nik=3602041211870001")
+    assert event_id in masked
+    assert "3602041211870001" not in masked

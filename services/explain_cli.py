@@ -7,25 +7,22 @@ services.domain.explain.story(...). The story names events, codes, amounts and d
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from services.catalogue import CORE_MEMBER_RECORDS, EXCEPTIONS, MEMBERS
 from services.config import Settings
 from services.domain import explain
 from services.domain.identity import PARTNER_SERVICE_ID_LEN
 from services.domain.models import MemberRecord, ReconciliationException
+from services.topic_snapshot import read_to_end
 
 RECORD_TOPICS = (MEMBERS.name, CORE_MEMBER_RECORDS.name)
 EXCEPTION_TOPICS = (EXCEPTIONS.name,)
 EXIT_OK, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 69
-
-_QUIET = logging.getLogger("sinergi.explain.librdkafka")
-_QUIET.setLevel(logging.CRITICAL)
 
 
 class NotACustomerNumber(ValueError):
@@ -51,60 +48,20 @@ class Findings:
     exceptions: list[ReconciliationException] = field(default_factory=list)
 
 
-def _read_all(consumer: Consumer, topics: Iterable[str], timeout_s: float) -> Iterator[Any]:
-    """Every message of ``topics`` up to the end offsets seen at the start (a bounded read)."""
-    assignment: list[TopicPartition] = []
-    ends: dict[tuple[str, int], int] = {}
-    for name in topics:
-        metadata = consumer.list_topics(name, timeout=timeout_s)
-        topic = metadata.topics.get(name)
-        if topic is None or topic.error is not None:
-            continue
-        for p in topic.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s, cached=False)
-            if high > low:
-                ends[(name, p)] = high
-                assignment.append(TopicPartition(name, p, OFFSET_BEGINNING))
-    if not assignment:
-        return
-    consumer.assign(assignment)
-    while ends:
-        batch = consumer.consume(num_messages=500, timeout=timeout_s)
-        if not batch:
-            raise KafkaException(f"no progress within {timeout_s}s reading {sorted(ends)}")
-        for msg in batch:
-            if msg.error():
-                continue
-            where, offset = (msg.topic(), msg.partition()), msg.offset()
-            if where in ends and offset is not None and offset + 1 >= ends[where]:
-                del ends[where]
-            yield msg
-
-
 def find(
     bootstrap: str, decode: Callable[[bytes, type[Any]], Any], participant_id: str, timeout_s: float = 10.0
 ) -> Findings:
     key = participant_id.encode()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "sinergi-explain",  # librdkafka wants one; nothing is committed
-            "enable.auto.commit": False,
-            "logger": _QUIET,
-        }
-    )
     found = Findings()
-    try:
-        for msg in _read_all(consumer, (*RECORD_TOPICS, *EXCEPTION_TOPICS), timeout_s):
-            value = msg.value()
-            if msg.key() != key or not value:
-                continue
-            if msg.topic() in RECORD_TOPICS:
-                found.records.append(decode(value, MemberRecord))
-            else:
-                found.exceptions.append(decode(value, ReconciliationException))
-    finally:
-        consumer.close()
+    topics = (*RECORD_TOPICS, *EXCEPTION_TOPICS)
+    for msg in read_to_end(bootstrap, topics, timeout_s=timeout_s, client="sinergi-explain"):
+        value = msg.value()
+        if msg.key() != key or not value:
+            continue
+        if msg.topic() in RECORD_TOPICS:
+            found.records.append(decode(value, MemberRecord))
+        else:
+            found.exceptions.append(decode(value, ReconciliationException))
     return found
 
 

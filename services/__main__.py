@@ -275,7 +275,12 @@ def report_daily(bank_id: str, business_date: Any, as_csv: bool) -> None:
     bootstrap = settings.kafka_bootstrap or read_bootstrap_file(settings.data_dir)
     if bootstrap is None:
         raise click.UsageError("no broker: set SINERGI_KAFKA_BOOTSTRAP or start `sinergi up`")
-    text, unreadable = daily_report(bootstrap, bank_id, business_date.date(), as_csv)
+    from confluent_kafka import KafkaException
+
+    try:
+        text, unreadable = daily_report(bootstrap, bank_id, business_date.date(), as_csv)
+    except KafkaException as exc:
+        raise click.ClickException(f"Kafka did not answer ({exc}); try again") from None
     click.echo(text, nl=False)
     if unreadable:
         click.echo(f"warning: {unreadable} unreadable decision record(s) skipped", err=True)
@@ -406,6 +411,21 @@ def explain(number: str) -> None:
         raise click.BadParameter(str(exc), param_hint="NUMBER") from None
     bootstrap = _broker_of(settings)
     sys.exit(explain_command(settings, bootstrap, build_codec(settings), number, echo=click.echo))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+def verify(as_json: bool) -> None:
+    """Reliability check of every topic: missing, duplicated, contradictory records and money in vs recorded.
+
+    Reads SINERGI_KAFKA_BOOTSTRAP or, when unset, the broker of a running `sinergi up`.
+    Exit status: 0 ok; 1 something is missing, duplicated, contradictory or unbalanced; 69 Kafka did not answer.
+    """
+    from services.explain_cli import cli_settings
+    from services.verify import verify_command
+
+    settings = cli_settings(_settings())
+    sys.exit(verify_command(settings, _broker_of(settings), as_json=as_json, echo=click.echo))
 
 
 @cli.group()

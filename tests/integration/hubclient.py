@@ -55,7 +55,7 @@ def enroll(hub: Supervisor, office: str, body: dict[str, Any]) -> httpx.Response
     )
 
 
-def pay(hub: Supervisor, bank: str, va: str, amount_idr: int) -> httpx.Response:
+def pay(hub: Supervisor, bank: str, va: str, amount_idr: int, payment_request_id: str | None = None) -> httpx.Response:
     s = hub.settings
     psid, customer_no = va[:8], va[8:]
     body = {
@@ -63,7 +63,7 @@ def pay(hub: Supervisor, bank: str, va: str, amount_idr: int) -> httpx.Response:
         "customerNo": customer_no,
         "virtualAccountNo": va,
         "virtualAccountName": "BUDI SANTOSO",
-        "paymentRequestId": uuid.uuid4().hex,
+        "paymentRequestId": payment_request_id or uuid.uuid4().hex,  # the same id again: a re-sent notification
         "paidAmount": {"value": f"{amount_idr}.00", "currency": "IDR"},
         "trxDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
         "channelCode": "6011",

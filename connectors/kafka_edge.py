@@ -9,6 +9,12 @@ A request that gets `BrokerUnavailable` answers 503. The record may still reach 
 report can lose the race against our safety timeout); that is acceptable because consumers deduplicate
 by the deterministic event id and the partner retries with the same request id.
 
+A fatal librdkafka error leaves the idempotent producer unusable for good. It happens when a broker comes
+back without the producer's state (a restarted broker with memory storage, an expired producer id:
+UNKNOWN_PRODUCER_ID, "unable to retry without risking duplication"). The next send then replaces the
+librdkafka producer with a fresh one (new producer id) instead of answering 503 until the process is
+restarted; what the old one still held fails as 503 and is retried by the partner.
+
 `InMemoryProducer` is the test double with the same interface.
 """
 
@@ -57,16 +63,20 @@ class EdgeSender(Protocol):
     async def send(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None: ...
 
 
+def _is_fatal(err: KafkaError) -> bool:
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 def _reason_for(err: KafkaError) -> str:
     code = err.code()
+    if _is_fatal(err):
+        return "FATAL"
     if code == KafkaError._MSG_TIMED_OUT:
         return "TIMEOUT"
     if code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
         return "TRANSPORT"
     if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
         return "UNKNOWN_TOPIC"
-    if err.fatal():
-        return "FATAL"
     return "DELIVERY_FAILED"
 
 
@@ -108,21 +118,51 @@ class EdgeProducer:
         self._pending: set[asyncio.Future[None]] = set()
         self._closing = False
         self._error_logged: dict[str, float] = {}
-        self.fatal_error: str | None = None  # set by librdkafka's fatal error; restart the process
+        self.fatal_error: str | None = None  # set by librdkafka's fatal error; the next send replaces the producer
+        self.replacements = 0  # producers replaced after a fatal error or a stall (observability, tests)
+        self._last_success = time.monotonic()
+        self._replaced_at = float("-inf")
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         if self._producer is not None:
             return
-        config = dict(self._config)
-        config["error_cb"] = self._on_client_error
-        config["logger"] = logging.getLogger("sinergi.librdkafka")  # served by poll(), through our masking
-        self._producer = _KafkaProducer(config)
-        self._stop.clear()
         self._closing = False
-        self._thread = threading.Thread(target=self._poll_loop, name="sinergi-edge-poll", daemon=True)
-        self._thread.start()
+        self._open()
         event(log, "edge producer started", client_id=self._config["client.id"])
+
+    def _open(self) -> None:
+        """A new librdkafka producer with its own poll thread and stop flag (replaceable after a fatal error)."""
+        producer: _KafkaProducer | None = None
+
+        def on_error(err: KafkaError) -> None:
+            # A replaced producer's late errors must not mark its successor fatal.
+            if producer is not None and producer is self._producer:
+                self._on_client_error(err)
+
+        config = dict(self._config)
+        config["error_cb"] = on_error
+        config["logger"] = logging.getLogger("sinergi.librdkafka")  # served by poll(), through our masking
+        producer = _KafkaProducer(config)
+        stop = threading.Event()
+        self._producer, self._stop, self.fatal_error = producer, stop, None
+        self._thread = threading.Thread(
+            target=self._poll_loop, args=(producer, stop), name="sinergi-edge-poll", daemon=True
+        )
+        self._thread.start()
+
+    def _replace_after_fatal(self) -> None:
+        """Swap in a fresh producer; the old one is drained off the event loop. Synchronous on purpose: no
+        await between the check in send() and the swap, so concurrent requests replace it once."""
+        old, old_stop, old_thread, reason = self._producer, self._stop, self._thread, self.fatal_error
+        self._open()
+        self.replacements += 1
+        self._replaced_at = time.monotonic()
+        log.warning("edge producer replaced after fatal kafka error %s", reason)
+        if old is not None:
+            threading.Thread(
+                target=_discard, args=(old, old_stop, old_thread), name="sinergi-edge-discard", daemon=True
+            ).start()
 
     async def close(self) -> None:
         """Stop accepting sends, flush outstanding records (bounded), fail whatever is still pending."""
@@ -147,10 +187,9 @@ class EdgeProducer:
     def running(self) -> bool:
         return self._producer is not None and not self._closing
 
-    def _poll_loop(self) -> None:
-        producer = self._producer
-        assert producer is not None
-        while not self._stop.is_set():
+    @staticmethod
+    def _poll_loop(producer: _KafkaProducer, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 producer.poll(0.1)
             except Exception:  # a callback must never kill the thread serving all callbacks
@@ -161,53 +200,94 @@ class EdgeProducer:
         # the same code at most once per _ERROR_LOG_INTERVAL_S (librdkafka retries every second or so).
         now = time.monotonic()
         name = err.name()
-        if err.fatal():
-            self.fatal_error = name  # the idempotent producer is unusable now: every send will fail
-        if err.fatal() or now - self._error_logged.get(name, -_ERROR_LOG_INTERVAL_S) >= _ERROR_LOG_INTERVAL_S:
+        # confluent-kafka reports a fatal error to error_cb (when it does) as code _FATAL with fatal() False.
+        fatal = _is_fatal(err)
+        if fatal:
+            self.fatal_error = name  # the idempotent producer is unusable now: the next send replaces it
+        if fatal or now - self._error_logged.get(name, -_ERROR_LOG_INTERVAL_S) >= _ERROR_LOG_INTERVAL_S:
             self._error_logged[name] = now
-            log.warning("kafka client error %s fatal=%s", name, err.fatal())
+            log.warning("kafka client error %s fatal=%s", name, fatal)
 
     # --- sending -------------------------------------------------------------------------------------
     async def send(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
         """Resolve once the broker acknowledged the record (acks=all); raise BrokerUnavailable otherwise."""
-        producer = self._producer
-        if producer is None or self._closing:
+        if self._producer is None or self._closing:
             self._fail(topic, "NOT_RUNNING")
+        if self.fatal_error is not None:
+            self._replace_after_fatal()
+        producer = self._producer
+        assert producer is not None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:  # runs on the poll thread
+            if err is not None and err.code() == KafkaError.UNKNOWN_PRODUCER_ID and producer is self._producer:
+                self.fatal_error = err.name()  # a broker that lost our producer id: only a new producer helps
             try:
                 loop.call_soon_threadsafe(_complete, fut, topic, err)
             except RuntimeError:  # the loop is gone; nobody is waiting any more
                 pass
 
         kafka_headers: list[tuple[str, str | bytes | None]] = list(headers)
-        try:
-            producer.produce(topic, value=value, key=key, headers=kafka_headers, on_delivery=on_delivery)
-        except BufferError:
-            self._fail(topic, "QUEUE_FULL")
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            self._fail(topic, _reason_for(err) if isinstance(err, KafkaError) else "PRODUCE_FAILED")
+        for attempt in (1, 2):
+            try:
+                producer.produce(topic, value=value, key=key, headers=kafka_headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                self._fail(topic, "QUEUE_FULL")
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if attempt == 1 and isinstance(err, KafkaError) and _is_fatal(err):
+                    # librdkafka does not always call error_cb for a fatal error; produce() refusing is the
+                    # reliable sign. Nothing was queued, so producing once more on a fresh producer is safe.
+                    self.fatal_error = err.name()
+                    self._replace_after_fatal()
+                    producer = self._producer
+                    assert producer is not None
+                    continue
+                self._fail(topic, _reason_for(err) if isinstance(err, KafkaError) else "PRODUCE_FAILED")
 
         self._pending.add(fut)
+        began = time.monotonic()
         try:
             await asyncio.wait_for(fut, timeout=self._wait_s)  # cancels fut on timeout
         except TimeoutError:
+            self._note_failure(began)
             self._fail(topic, "TIMEOUT")
         except BrokerUnavailable as exc:
+            self._note_failure(began)
             PRODUCE_FAILURES.labels(topic, exc.reason).inc()
             raise
         finally:
             self._pending.discard(fut)
+        self._last_success = time.monotonic()
         PRODUCE_LATENCY.labels(topic).observe(time.perf_counter() - started)
+
+    def _note_failure(self, began: float) -> None:
+        """After a broker restart librdkafka can loop on UNKNOWN_PRODUCER_ID, bumping an epoch the new broker
+        never issued, without ever raising a fatal error. A send that failed with no success since it began
+        therefore replaces the producer on the next send, at most once per message timeout."""
+        now = time.monotonic()
+        if self._last_success < began and now - self._replaced_at >= self._wait_s and self.fatal_error is None:
+            self.fatal_error = "STALLED"
 
     @staticmethod
     def _fail(topic: str, reason: str) -> NoReturn:
         PRODUCE_FAILURES.labels(topic, reason).inc()
         raise BrokerUnavailable(topic, reason)
+
+
+def _discard(producer: _KafkaProducer, stop: threading.Event, thread: threading.Thread | None) -> None:
+    """Retire a producer after a fatal error: fail what it still holds (each waiting request answers 503)."""
+    stop.set()
+    if thread is not None:
+        thread.join(5.0)
+    try:
+        producer.purge()  # queued and in-flight records get _PURGE_* delivery reports
+        producer.flush(1.0)  # serves those reports
+    except Exception:  # a retired producer's trouble must not reach anyone
+        log.exception("retiring the edge producer failed")
 
 
 def _complete(fut: asyncio.Future[None], topic: str, err: KafkaError | None) -> None:

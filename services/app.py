@@ -144,6 +144,7 @@ def create_app(service: str, settings: Settings, bootstrap: str) -> faust.App:
         broker_heartbeat_interval=settings.consumer_heartbeat_interval_s,
         broker_request_timeout=max(30.0, session * 2),
         broker_max_poll_interval=max(30.0, session * 2),
+        broker_max_poll_records=settings.consumer_max_poll_records,
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     consumer_rebalance_timeout_s: float = 6.0
     consumer_heartbeat_interval_s: float = 1.0
     consumer_fetch_max_wait_ms: int = 20
+    consumer_max_poll_records: int = Field(
+        500,
+        gt=0,
+        description="records per poll for stream processors. Faust's default is unbounded: a restarted worker "
+        "got its whole backlog in one poll, took longer than max.poll.interval to process it, and aiokafka "
+        "left the group, which it then could not rejoin (tests/integration/test_reconciler_kills.py)",
+    )
     producer_linger_ms: int = 5
     producer_message_timeout_ms: int = Field(
         5000, description="edge producers: how long a request waits for Kafka before it answers 503"

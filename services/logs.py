@@ -72,6 +72,10 @@ def configure(level: str = "INFO", json_output: bool | None = None) -> None:
     # aiokafka and faust log per request at DEBUG/INFO; keep them quiet on the hot path.
     for noisy in ("aiokafka", "faust", "mode", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Except table recovery and group membership: a few lines per rebalance, what an SRE needs when a
+    # worker is slow to start.
+    logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.INFO)
     # kafka-python serves the start-up probe and topic admin only; a refused probe is expected, its
     # failures surface as exceptions.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)

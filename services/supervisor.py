@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,9 @@ class Supervisor:
         self.bootstrap_file: Path | None = None
         self.bank_keys = ProvisionedKeys()
         self._stop = False
+        # Children are spawned, killed and restarted from the main loop, a watcher thread and tests.
+        self._children_lock = threading.RLock()
+        self._watcher: threading.Thread | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop = True
@@ -182,11 +186,33 @@ class Supervisor:
         self.env = env
 
     def spawn(self, child: Child, env: dict[str, str]) -> None:
-        with open(self.log_dir / f"{child.name}.log", "ab") as out:
+        with self._children_lock, open(self.log_dir / f"{child.name}.log", "ab") as out:
             child.proc = subprocess.Popen(  # noqa: S603
                 child.argv, env={**env, **child.env}, stdout=out, stderr=subprocess.STDOUT
             )
-        child.restart_at = None
+            child.restart_at = None
+
+    def kill(self, name: str) -> Child:
+        """SIGKILL a child and keep it down until :meth:`spawn` (fault injection): no restart in between."""
+        with self._children_lock:
+            child = self.child(name)
+            if child.proc is not None:
+                child.proc.send_signal(signal.SIGKILL)
+                child.proc.wait(10)
+            child.proc, child.restart_at = None, None
+            return child
+
+    def watch_children(self) -> None:
+        """Restart children that exit, from a thread, for a supervisor started without :meth:`run` (tests):
+        a worker that exits on purpose (a stalled rebalance) comes back as it would in production."""
+
+        def loop() -> None:
+            while not self._stop:
+                self._restart_exited(time.monotonic())
+                time.sleep(0.5)  # a process manager's check interval
+
+        self._watcher = threading.Thread(target=loop, name="sinergi-supervisor-watch", daemon=True)
+        self._watcher.start()
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -216,6 +242,10 @@ class Supervisor:
 
     def _restart_exited(self, now: float) -> None:
         """Like a process manager in production: a child that died comes back, with backoff."""
+        with self._children_lock:
+            self._restart_exited_locked(now)
+
+    def _restart_exited_locked(self, now: float) -> None:
         if self._stop:
             return  # Ctrl-C reaches the whole process group: children exiting now are meant to
         for child in self.children:
@@ -240,6 +270,9 @@ class Supervisor:
         print("Ctrl-C stops everything.\n", flush=True)
 
     def shutdown(self) -> None:
+        self._stop = True  # nothing is restarted from here on
+        if self._watcher is not None:
+            self._watcher.join(5.0)
         if self.status is not None:
             self.status.stop()
         for child in reversed(self.children):

@@ -24,6 +24,7 @@ from services.app import create_app
 from services.codec import build_codec
 from services.config import Settings
 from services.context import build_context
+from services.diagnostics import dump_tasks
 from services.worker_health import WorkerHealth, install_faust, serve_probes, watch_aiokafka
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def _install_rebalance_watchdog(app: faust.App, stall_s: float) -> None:
             since.append(now)
         elif now - since[0] > stall_s:
             log.error("worker stuck in a rebalance for %.0f s; exiting so that it is restarted", now - since[0])
+            log.error("where it waited:\n%s", dump_tasks())
             os._exit(EXIT_STALLED)
 
 

@@ -38,6 +38,7 @@ def hub(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     supervisor = Supervisor(Settings(), simulate=False)
     try:
         supervisor.start()
+        supervisor.watch_children()  # a worker that exits (a stalled rebalance) is restarted, as in production
         yield supervisor
     finally:
         supervisor.shutdown()

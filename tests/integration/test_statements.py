@@ -136,10 +136,7 @@ def test_after_the_normalizer_is_killed_and_restarted_a_reupload_still_emits_not
     des = deserializer(hub)
     poll_topic(hub.bootstrap, STATEMENT_ENTRIES.name, lambda ms: set(ids) <= {m.value()["entry_id"] for m in ms}, des)
 
-    worker = hub.child("worker-normalize_statements")
-    assert worker.proc is not None
-    worker.proc.kill()
-    worker.proc.wait(30)
+    worker = hub.kill("worker-normalize_statements")
     hub.spawn(worker, hub.env)
 
     assert produced_ids(upload(hub, "MANDIRI", mt940, "2002"), hub, "MANDIRI", mt940) == ids

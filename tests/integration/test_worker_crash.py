@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 from collections import defaultdict
 from typing import Any
 
@@ -57,9 +56,7 @@ def test_reconciler_killed_and_restarted_loses_and_duplicates_nothing(hub: Super
                 lambda ms: sum(v["status"] == "ACTIVE" for v in ours(ms)) >= kill_after // 2,
                 deserializer=decode,
             )
-            assert worker.proc is not None
-            worker.proc.send_signal(signal.SIGKILL)
-            worker.proc.wait(10)
+            hub.kill(worker.name)  # SIGKILL; down until spawned again below
             print(f"killed reconciler after {i + 1} payments")
     hub.spawn(worker, hub.env)
 

@@ -13,7 +13,10 @@ runs), with /healthz and /readyz in front: every other path is answered by the m
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import threading
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer, make_server
 
+from aiokafka.partitioner import murmur2
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
@@ -124,6 +128,8 @@ class WorkerHealth:
         self._labelled: set[tuple[str, str]] = set()
         self._last_crash: float | None = None
         self._crashed_for_good = False
+        # The /state digest: set by install_faust; None (404) for a worker without tables.
+        self.state_source: Callable[[], tuple[int, dict[str, Any]]] | None = None
         metrics.WORKER_READY.labels(stage).set(0)
         metrics.CONSUMER_STALLED_PARTITIONS.labels(stage).set(0)
         metrics.AGENT_CRASHES.labels(stage)  # present at 0 from the start, so rate() sees the first crash
@@ -210,6 +216,12 @@ def probe_app(health: WorkerHealth, metrics_app: WsgiApp | None = None) -> WsgiA
         if path == "/readyz":
             body = health.readiness()
             return _json(start_response, 200 if body["ready"] else 503, body)
+        if path == "/state":
+            source = health.state_source
+            if source is None:
+                return _json(start_response, 404, {"error": "NO_TABLES"})
+            status, state = source()
+            return _json(start_response, status, state)
         return fallback(environ, start_response)
 
     return app
@@ -217,7 +229,7 @@ def probe_app(health: WorkerHealth, metrics_app: WsgiApp | None = None) -> WsgiA
 
 def _json(start_response: Callable[..., Any], status: int, body: Mapping[str, Any]) -> list[bytes]:
     raw = json.dumps(body).encode()
-    reason = "OK" if status == 200 else "Service Unavailable"
+    reason = {200: "OK", 404: "Not Found"}.get(status, "Service Unavailable")
     start_response(
         f"{status} {reason}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(raw))), ("Cache-Control", "no-store")],
@@ -267,6 +279,13 @@ def install_faust(app: faust.App, health: WorkerHealth) -> None:
     """Heartbeat task, offset-sampling timer and crash accounting on a Faust app (call before it starts)."""
     for agent in app.agents.values():
         _count_crashes(agent, health)
+    if app.tables:
+        digests = TableDigests(app)
+
+        @app.task
+        async def _state_digest_source() -> None:
+            # Computed on the event loop (between two records), never on an HTTP thread reading live dicts.
+            health.state_source = digests.serve_from(asyncio.get_running_loop())
 
     @app.task
     async def _health_heartbeat() -> None:
@@ -378,3 +397,155 @@ def _joined(consumer: AIOKafkaConsumer) -> bool:
     """The group handed this consumer an assignment (possibly empty: a replica beyond the partition count)."""
     subscription = getattr(getattr(consumer, "_subscription", None), "subscription", None)
     return subscription is not None and subscription.assignment is not None
+
+
+# --- table-state digest (GET /state) -------------------------------------------------------------------------
+# What a worker holds in its tables, per active partition, as a key count and a hash: two workers (or one worker
+# before and after a rebuild from the changelog) hold the same state exactly when the digests are equal. Only
+# counts and hashes leave the process, never a key or a value.
+STATE_TIMEOUT_S = 5.0
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """One byte string per key or value: raw bytes as they are (every table here is raw), anything else as
+    sorted JSON, so equal values hash equally whichever process holds them."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj)
+    if isinstance(obj, str):
+        return obj.encode()
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def partition_digests(
+    items: Iterable[tuple[Any, Any]], partition_of: Callable[[Any], int | None], partitions: Iterable[int]
+) -> dict[int, dict[str, Any]]:
+    """{partition: {"keys": n, "sha256": hex}} over the key → value pairs of ``partitions``, pairs sorted by key.
+
+    A key with a None value is a deletion Faust has not dropped yet, not state. Each key and value is
+    length-prefixed, so no two different tables can concatenate to the same bytes. Every partition in
+    ``partitions`` is present, an empty one too: a partition that lost all its keys must not look unchanged.
+    """
+    wanted = set(partitions)
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in wanted}
+    for key, value in items:
+        if value is None:
+            continue
+        p = partition_of(key)
+        if p in wanted:
+            by_partition[p].append((canonical_bytes(key), canonical_bytes(value)))
+    out: dict[int, dict[str, Any]] = {}
+    for p in sorted(by_partition):
+        digest = hashlib.sha256()
+        pairs = sorted(by_partition[p])
+        for k, v in pairs:
+            digest.update(len(k).to_bytes(8, "big") + k + len(v).to_bytes(8, "big") + v)
+        out[p] = {"keys": len(pairs), "sha256": digest.hexdigest()}
+    return out
+
+
+def _murmur2_partition(key: Any, partitions: int) -> int | None:
+    # The default producer partitioner's choice, for a key Faust recorded no partition for.
+    if not isinstance(key, bytes) or partitions <= 0:
+        return None
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class TableDigests:
+    """The digests of a Faust app's tables over this worker's active partitions, for GET /state.
+
+    Which partition a key belongs to is the changelog partition Faust wrote it to. A memory store records it
+    for keys it recovered from the changelog (``_key_partition``) but not for keys written since, so every
+    table's ``send_changelog`` is wrapped to note the partition of each write (the statement ledger's keys
+    are written to their *event's* partition, which the key alone does not tell). A table can hold keys of
+    other partitions (standby replicas, keys of a revoked partition): they are left out.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._written: dict[str, dict[Any, int]] = {}
+        for table in app.tables.values():
+            self._track(table)
+
+    def _track(self, table: Any) -> None:
+        written = self._written.setdefault(table.name, {})
+
+        def note(key: Any, value: Any, partition: Any) -> None:
+            try:  # bookkeeping for the probe: never the reason a write fails
+                if value is None:
+                    written.pop(key, None)
+                elif partition is not None:
+                    written[key] = int(partition)
+            except Exception:  # pragma: no cover - defensive (an unhashable key)
+                log.debug("state digest: partition of a changelog write not recorded", exc_info=True)
+
+        original = table.send_changelog
+
+        def send_changelog(
+            partition: int | None, key: Any, value: Any, key_serializer: Any = None, value_serializer: Any = None
+        ) -> Any:
+            fut = original(partition, key, value, key_serializer, value_serializer)
+            # Set at once: Faust partitions changelog sends eagerly.
+            note(key, value, getattr(getattr(fut, "message", None), "partition", partition))
+            return fut
+
+        table.send_changelog = send_changelog
+        # Writers that send to the changelog topic themselves (services/durable_table.py) name the partition.
+        topic = getattr(table, "changelog_topic", None)
+        topic_send = getattr(topic, "send", None)
+        if topic is None or topic_send is None:
+            return
+
+        async def send(**kwargs: Any) -> Any:
+            note(kwargs.get("key"), kwargs.get("value"), kwargs.get("partition"))
+            return await topic_send(**kwargs)
+
+        topic.send = send
+
+    def partition_of(self, table: Any, key: Any) -> int | None:
+        p = self._written.get(table.name, {}).get(key)
+        if p is None:
+            p = getattr(table.data, "_key_partition", {}).get(key)
+        if p is None:
+            p = _murmur2_partition(key, int(getattr(table, "partitions", None) or 0))
+        return p
+
+    def snapshot(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body); 503 while the worker has not joined or is rebalancing (recovery included)."""
+        app: Any = self.app
+        if app.rebalancing or app.rebalancing_count == 0:
+            return 503, {"ready": False, "reason": "REBALANCING"}
+        actives = app.assignor.assigned_actives()
+        tables: dict[str, Any] = {}
+        for table in app.tables.values():
+            changelog = table.changelog_topic_name
+            partitions = {tp.partition for tp in actives if tp.topic == changelog}
+            data = table.data
+            items = list(data.items()) if hasattr(data, "items") else []
+            digests = partition_digests(items, functools.partial(self.partition_of, table), partitions)
+            tables[table.name] = {"partitions": {str(p): d for p, d in digests.items()}}
+        return 200, {"ready": True, "generation": int(app.consumer_generation_id or 0), "tables": tables}
+
+    def serve_from(self, loop: asyncio.AbstractEventLoop) -> Callable[[], tuple[int, dict[str, Any]]]:
+        """A callable for the HTTP threads: runs :meth:`snapshot` on ``loop`` and waits for it (bounded)."""
+
+        def source() -> tuple[int, dict[str, Any]]:
+            done: concurrent.futures.Future[tuple[int, dict[str, Any]]] = concurrent.futures.Future()
+
+            def run() -> None:
+                if not done.set_running_or_notify_cancel():
+                    return
+                try:
+                    done.set_result(self.snapshot())
+                except BaseException as exc:
+                    done.set_exception(exc)
+
+            try:
+                loop.call_soon_threadsafe(run)
+                return done.result(STATE_TIMEOUT_S)
+            except TimeoutError:
+                done.cancel()
+                return 503, {"ready": False, "reason": "BUSY"}
+            except Exception as exc:  # a closed loop (shutting down), or the snapshot failed
+                return 503, {"ready": False, "reason": type(exc).__name__}
+
+        return source

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import Producer
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.domain.verification import VerificationReport
 from services.simulation.backlog import RawRecord
@@ -100,6 +102,76 @@ def verified(
     deadline = time.monotonic() + deadline_s
     while True:
         report = verify(hub.bootstrap, url, participants=participants, codec=codec, timeout_s=20.0)
-        if done(report) or time.monotonic() > deadline:
+        if done(report):
+            return report
+        if time.monotonic() > deadline:
+            print_reconcile_progress(hub)
             return report
         time.sleep(1.0)  # poll interval of a deadline loop, not a synchronisation
+
+
+# --- a worker's tables and a group's committed offsets, for the state and rebalance tests --------------------
+TopicPartitionKey = tuple[str, int]
+
+
+def worker_port(hub: Supervisor, worker: str) -> int:
+    """The metrics/probe port the supervisor gave ``worker`` (base + its index in WORKERS)."""
+    from services.supervisor import WORKERS
+
+    return hub.settings.metrics_port_base + WORKERS.index(worker)
+
+
+def table_state(host: str, port: int) -> dict[str, Any] | None:
+    """GET /state of a Faust worker: {table: {"partitions": {p: {"keys", "sha256"}}}}, or None while it is
+    down, rebalancing or recovering (anything but a 200)."""
+    try:
+        answer = httpx.get(f"http://{host}:{port}/state", timeout=10.0)
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    tables: dict[str, Any] = answer.json()["tables"]
+    return tables
+
+
+def committed_offsets(
+    bootstrap: str, group: str, topics: Sequence[str], partitions: int
+) -> dict[TopicPartitionKey, int]:
+    """The group's committed offset (next offset to process) per partition; -1 where nothing is committed.
+    Read without joining the group (OffsetFetch only), so the reading disturbs no assignment."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "client.id": "sinergi-test"}
+    )
+    try:
+        asked = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(asked, timeout=15.0)}
+    finally:
+        consumer.close()
+
+
+def partition_ends(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartitionKey, int]:
+    """One past the last record of each partition that has any, read to idleness: Tansu's listed end offsets
+    can be short after batched writes."""
+    from services.topic_snapshot import read_to_end
+
+    ends: dict[TopicPartitionKey, int] = {}
+    for msg in read_to_end(bootstrap, topics, timeout_s=30.0):
+        key = (msg.topic() or "", msg.partition() or 0)
+        ends[key] = max(ends.get(key, 0), (msg.offset() or 0) + 1)
+    return ends
+
+
+def print_reconcile_progress(hub: Supervisor) -> None:
+    """For a run that did not settle: where the reconciler's group stands against its inputs, so the failure
+    tells a stuck or skipped partition (committed at the end, record missing) from a slow one (lag left)."""
+    from services.catalogue import ENROLLMENTS, PAYMENTS, REVERSALS
+
+    topics = [ENROLLMENTS.name, PAYMENTS.name, REVERSALS.name]
+    try:
+        committed = committed_offsets(hub.bootstrap, "sinergi-reconcile", topics, hub.settings.kafka_partitions)
+        ends = partition_ends(hub.bootstrap, topics)
+    except Exception as exc:  # a diagnostic must not hide the assertion that follows
+        print(f"reconcile progress unavailable: {exc!r}")
+        return
+    for tp in sorted(set(committed) | set(ends)):
+        print(f"reconcile group {tp[0]}[{tp[1]}]: committed {committed.get(tp, -1)} end {ends.get(tp, 0)}")

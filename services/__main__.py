@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from services import logs
+from services.catalogue import STAGES
 from services.config import Settings, get_settings
 
 log = logging.getLogger("sinergi")
@@ -426,6 +427,44 @@ def verify(as_json: bool) -> None:
 
     settings = cli_settings(_settings())
     sys.exit(verify_command(settings, _broker_of(settings), as_json=as_json, echo=click.echo))
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead letters (dlq.<stage>): counts by stage and reason, and their replay after a fix."""
+
+
+@dlq.command("list")
+@click.option("--stage", type=click.Choice(STAGES), default=None, help="only this stage's dead letters")
+def dlq_list(stage: str | None) -> None:
+    """Dead letters by stage and reason, and how many were replayed (counts only, never a record).
+
+    Reads SINERGI_KAFKA_BOOTSTRAP or, when unset, the broker of a running `sinergi up`.
+    Exit status: 0; 69 Kafka did not answer.
+    """
+    from services.dlq import list_command
+
+    settings = _settings()
+    sys.exit(list_command(_broker_of(settings), stage, echo=click.echo))
+
+
+@dlq.command("replay")
+@click.option("--stage", type=click.Choice(STAGES), required=True, help="the stage whose dead letters to replay")
+@click.option("--reason", default=None, help="only dead letters with this reason code (the one the fix cures)")
+@click.option("--dry-run", is_flag=True, help="count what would be sent; send nothing")
+def dlq_replay(stage: str, reason: str | None, dry_run: bool) -> None:
+    """Send dead letters back to their source topic and partition (original key, value, headers).
+
+    Idempotent: each replay is recorded in dlq.replays.v1 once the broker took it, and never sent again.
+    A record that fails again is dead-lettered again (new coordinates), replayable after the next fix.
+    Exit status: 0; 1 some were not taken or not recorded (replay again); 69 Kafka did not answer.
+    """
+    from services.dlq import replay_command
+
+    settings = _settings()
+    sys.exit(
+        replay_command(settings, _broker_of(settings), stage=stage, reason=reason, dry_run=dry_run, echo=click.echo)
+    )
 
 
 @cli.group()

@@ -198,6 +198,15 @@ STAGES = (
     "reconcile_statements",
 )
 DEAD_LETTERS = tuple(dlq(stage) for stage in STAGES)
+DLQ_REPLAYS = TopicSpec(
+    "dlq.replays.v1",
+    "the replayed dead letter's coordinates (dlq.<stage>/<partition>/<offset>)",
+    Encoding.JSON,
+    partitions=1,
+    compacted=True,
+    doc="`sinergi dlq replay`'s ledger: one record per dead letter replayed (where it went, when), so a "
+    "second replay sends nothing twice.",
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     ENROLLMENTS_RAW,
@@ -217,6 +226,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CORE_CASE_UPDATES,
     WEBHOOK_DEAD_LETTERS,
     *DEAD_LETTERS,
+    DLQ_REPLAYS,
 )
 
 

@@ -25,6 +25,7 @@ from faust.types import TableT
 from services import fx_rates, metrics
 from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS, REVERSALS
 from services.context import ServiceContext
+from services.dlq import dlq_reason
 from services.domain.models import Enrollment, FxRate, Payment, Reversal
 from services.domain.reconcile import (
     Decision,
@@ -118,7 +119,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             try:
                 state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
-                await stage.dead_letter(event, _reason(exc), type(exc).__name__)
+                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
                 continue
             if decision.new_state is not None:
                 members[key] = orjson.dumps(decision.new_state.to_json())
@@ -294,12 +295,3 @@ class TickCursor:
         chosen = (ordered[start:] + ordered[:start])[: max(1, limit)]
         self.position = start + len(chosen)
         return chosen
-
-
-def _reason(exc: Exception) -> str:
-    name = type(exc).__name__
-    if "WireFormat" in name or "Schema" in name:
-        return "UNDECODABLE"
-    if isinstance(exc, ValueError):
-        return "INVALID_RECORD"
-    return "UNEXPECTED"

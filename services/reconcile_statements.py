@@ -48,6 +48,7 @@ from services.catalogue import (
     STATEMENTS_BY_BANK,
 )
 from services.context import ServiceContext
+from services.dlq import dlq_reason
 from services.domain.dates import wib_date
 from services.domain.models import Payment, ReconciliationException, StatementEntry
 from services.domain.statement_match import (
@@ -158,7 +159,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             try:
                 bank_id = ctx.codec.decode_model(value, Payment).bank_id
             except Exception as exc:  # undecodable: dead-letter, keep going
-                await stage.dead_letter(event, "UNDECODABLE", type(exc).__name__)
+                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
                 continue
             await stage.send(
                 STATEMENTS_BY_BANK.name, key=bank_id.encode(), value=value, headers=[(KIND_HEADER, KIND_PAYMENT)]
@@ -218,7 +219,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                     before = ledgers.get(payment.bank_id)
                     step = apply_payment(before, payment)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
-                await stage.dead_letter(event, _reason(exc), type(exc).__name__)
+                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
                 continue
             if step.duplicate:
                 metrics.STATEMENT_DECISIONS.labels(key.decode(), "DUPLICATE").inc()
@@ -230,12 +231,3 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 app._crash(exc)
                 return
             ledgers.put(before, step.ledger)  # an idle tick changes nothing and writes nothing
-
-
-def _reason(exc: Exception) -> str:
-    name = type(exc).__name__
-    if "WireFormat" in name or "Schema" in name:
-        return "UNDECODABLE"
-    if isinstance(exc, ValueError):
-        return "INVALID_RECORD"
-    return "UNEXPECTED"

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
         "left the group, which it then could not rejoin (tests/integration/test_reconciler_kills.py)",
     )
     producer_linger_ms: int = 5
+    stage_batch_max: int = Field(
+        500,
+        gt=0,
+        description="events a stateful stage takes at once: their state changes are made durable together "
+        "(one changelog round trip per batch) before any output of the batch is sent",
+    )
+    stage_batch_within_ms: int = Field(
+        20, ge=1, description="how long a stage waits to fill a batch: the latency a trickle of events pays"
+    )
     producer_message_timeout_ms: int = Field(
         5000, description="edge producers: how long a request waits for Kafka before it answers 503"
     )

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import faust
 import orjson
@@ -39,6 +40,7 @@ from services.domain.reconcile import (
     on_reversal,
     on_tick,
 )
+from services.durable_table import DurableWrites
 from services.stage import Stage
 
 NAME = "reconcile"
@@ -106,32 +108,43 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         async def start_feed() -> None:
             feed.start()
 
+    writes = DurableWrites(members)
+    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            stage.consumed(event)
-            msg = event.message
-            key = msg.key or b""
-            if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
-                # Before the first FX check, the rates already published (bounded: a broker problem
-                # delays the reconciler by at most this, then missing rates are flagged, not waited for).
-                await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
-            try:
-                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
-            except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
-                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
-                continue
-            if decision.new_state is not None:
-                members[key] = orjson.dumps(decision.new_state.to_json())
-                observe_matches(state, decision)
-                book.update(key, decision.new_state)
-            if decision.is_empty:
-                # Already applied: the worker may have died before the output reached Kafka. Send the
-                # current version again (same record_id); downstream drops what it already has.
-                metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
-                again = current_record(state)
-                decision = Decision(records=[again] if again is not None else [])
-            await emit(decision)
+        # A batch at a time: its state changes are acknowledged by Kafka before any of its outputs is sent
+        # (services/durable_table.py), and Faust acks the batch's offsets only after this body is done.
+        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
+        async for events in batches:
+            decided: list[Decision] = []
+            for event in events:
+                stage.consumed(event)
+                msg = event.message
+                key = msg.key or b""
+                if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
+                    # Before the first FX check, the rates already published (bounded: a broker problem
+                    # delays the reconciler by at most this, then missing rates are flagged, not waited for).
+                    await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
+                try:
+                    state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
+                except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
+                    await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
+                    continue
+                if decision.new_state is not None:
+                    await writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
+                    observe_matches(state, decision)
+                    book.update(key, decision.new_state)
+                if decision.is_empty:
+                    # Already applied: the worker may have died before the output reached Kafka. Send the
+                    # current version again (same record_id); downstream drops what it already has.
+                    metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
+                    again = current_record(state)
+                    decision = Decision(records=[again] if again is not None else [])
+                decided.append(decision)
+            await writes.settle()
+            for decision in decided:
+                await emit(decision)
 
     @app.timer(TICK_INTERVAL_S, on_leader=False)
     async def tick() -> None:
@@ -155,9 +168,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             if decision.new_state is None:
                 continue
             # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
-            value = orjson.dumps(decision.new_state.to_json())
-            members.data[key] = value
-            members.send_changelog(partition_of(key, partitions), key, value)
+            await writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
+            await writes.settle()
             book.update(key, decision.new_state)
             await emit(decision)
         book.publish(now)

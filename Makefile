@@ -36,7 +36,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check services connectors tests
 	$(BIN)/mypy services connectors
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/component
@@ -47,6 +47,14 @@ bench: $(STAMP)
 # The crash test at full size: 50,000 mixed events, every processor SIGKILLed in turn (about 15 minutes).
 chaos: $(STAMP)
 	SINERGI_CHAOS_MEMBERS=23000 $(BIN)/pytest -q -p no:cacheprovider -s -o timeout=3600 tests/integration/test_crash_every_processor.py
+
+# The long soak (issue 7): 1,000 raw events/s for 10 minutes on its own broker and hub; memory of every hub
+# process and every stage's lag judged, then verified (about 20 minutes; it fails, with its figures, when the
+# hub does not hold the rate). SINERGI_SOAK_RATE / SINERGI_SOAK_SECONDS override.
+.PHONY: soak
+soak: $(STAMP)
+	SINERGI_SOAK_RATE=$${SINERGI_SOAK_RATE:-1000} SINERGI_SOAK_SECONDS=$${SINERGI_SOAK_SECONDS:-600} \
+	  $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_soak.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check services connectors tests

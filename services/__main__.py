@@ -159,6 +159,21 @@ def registry() -> None:
 
 
 @cli.command()
+@click.option("--rate", type=float, envvar="SINERGI_SOAK_RATE", default=50.0, show_default=True, help="events/s")
+@click.option("--seconds", type=float, envvar="SINERGI_SOAK_SECONDS", default=60.0, show_default=True)
+@click.option("--sample-s", type=float, envvar="SINERGI_SOAK_SAMPLE_S", default=5.0, show_default=True)
+@click.option("--seed", type=int, envvar="SINERGI_TEST_SEED", default=None, help="default: random, printed")
+def soak(rate: float, seconds: float, sample_s: float, seed: int | None) -> None:
+    """Start a hub, load it at RATE raw events/s for SECONDS, judge its memory and lag, verify; exit 1 on failure."""
+    import random
+
+    from services.soak import SoakConfig, soak_command
+
+    seed = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
+    sys.exit(soak_command(_settings(), SoakConfig(rate=rate, seconds=seconds, sample_s=sample_s, seed=seed)))
+
+
+@cli.command()
 @click.option("--forever", is_flag=True, help="keep sending until stopped")
 @click.option("--members", type=int, default=50, help="workers to enroll per round")
 @click.option("--rate", type=float, default=20.0, help="requests per second")

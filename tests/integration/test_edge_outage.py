@@ -48,8 +48,9 @@ from services.topics import create_topics
 pytestmark = pytest.mark.integration
 
 MESSAGE_TIMEOUT_MS = 2000
-# The edge waits message.timeout.ms plus a 1 s safety margin; 1.5 s more for HTTP and a loaded CI machine.
-MAX_503_S = MESSAGE_TIMEOUT_MS / 1000 + 1.0 + 1.5
+# The edge waits message.timeout.ms plus a 1 s safety margin; 3 s more for HTTP on a loaded 2-core machine
+# (4.56 s was seen with three hubs running on it).
+MAX_503_S = MESSAGE_TIMEOUT_MS / 1000 + 1.0 + 3.0
 DEADLINE_S = 90.0
 OFFICE = "KBRI_KUALA_LUMPUR"
 BANK = "MANDIRI"

@@ -56,7 +56,9 @@ def _verified(hub: Supervisor, participants: set[str], until: str) -> Verificati
 
 
 def test_verify_a_clean_run_then_find_the_one_stale_record(hub: Supervisor) -> None:
-    rng = random.Random(20261202)
+    # A seed no other test uses: the same NIKs are the same participants on the session's shared hub, and
+    # test_notify_kbri's (20261202) are already paid there, so their new payments were refused as BILL_PAID.
+    rng = random.Random(20261207)
     participants: dict[str, int] = {}
     money_in = 0
     duplicate_of = over_paid = ""

@@ -13,7 +13,9 @@ rejection update ids. An input at or below what was forwarded is skipped (the re
 current version after a redelivery; compaction and restarts replay). The mark is written only after Kafka
 acknowledged the update. The other order could lose one: killed after the changelog write but before the
 update left, the restarted worker would find the redelivered input "forwarded". This order can at worst send
-an update twice, with the same update_id, which every consumer drops.
+an update twice, with the same update_id, which every consumer drops. The agents work a batch at a time
+(SINERGI_STAGE_BATCH_MAX): every update of the batch is sent, one acknowledgement wait covers them all, then
+their marks are written; waiting for each update alone held this stage to about 60 updates/s.
 
 The NIK and passport are decrypted here and nowhere else in the hub's fan-out: the NIK only to mask it, the
 passport only to compute the `sinergi-lookup-passport` header. Neither is logged, counted or dead-lettered
@@ -23,11 +25,12 @@ INVALID_RECORD, PII_UNREADABLE, UNKNOWN_OFFICE, MISSING_REQUEST_ID, INVALID_DEAD
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -49,6 +52,7 @@ from services.domain.office_updates import (
     rejected_field,
     rejection_update,
 )
+from services.durable_table import DurableWrites
 from services.stage import Stage, header_map, header_str
 
 log = logging.getLogger(__name__)
@@ -228,6 +232,31 @@ def _version(raw: bytes | None) -> int:
     return int(raw) if raw else 0
 
 
+@dataclass(frozen=True)
+class Planned:
+    """An update a batch will forward, and the mark (table, key, value) to write once Kafka took it; the mark goes
+    to the changelog partition of the input it came from, as Faust itself would write it."""
+
+    out: Outgoing
+    table: str
+    partition: int
+    mark_value: bytes
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Batch:
+    """What a batch already plans to forward, so a repeat inside one batch is a DUPLICATE before its mark exists."""
+
+    planned: dict[tuple[str, bytes], int] = field(default_factory=dict)
+
+    def forwarded(self, table: str, mark: bytes, stored: Any) -> int:
+        return max(_version(stored.get(mark)), self.planned.get((table, mark), 0))
+
+    def note(self, table: str, mark: bytes, version: int) -> None:
+        self.planned[(table, mark)] = version
+
+
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
     notifier = Notifier.from_context(ctx)
@@ -242,69 +271,91 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         table(REJECTIONS_TABLE),
     )
 
-    async def forward(out: Outgoing) -> bool:
-        """Send and wait for Kafka's acknowledgement; False after crashing the worker on a refusal."""
-        pending = await stage.out(out.topic).send(key=out.key, value=out.value, headers=out.headers)
+    marks = {
+        MEMBER_VERSIONS_TABLE: DurableWrites(member_versions),
+        CASE_VERSIONS_TABLE: DurableWrites(case_versions),
+        REJECTIONS_TABLE: DurableWrites(rejections_sent),
+    }
+    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
+    async def forward_all(planned: list[Planned]) -> bool:
+        """Send a batch's updates in order and wait for Kafka's acknowledgement of all of them (one round trip
+        per batch, not per update); False after crashing the worker on a refusal."""
+        pending = [
+            await stage.out(p.out.topic).send(key=p.out.key, value=p.out.value, headers=p.out.headers) for p in planned
+        ]
         try:
-            await pending
+            await asyncio.gather(*pending)
         except Exception as exc:
             log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
             app._crash(exc)
             return False
-        metrics.EVENTS_OUT.labels(NAME, out.topic).inc()
-        metrics.OFFICE_UPDATES_OUT.labels(out.update.office, out.update.type.value).inc()
+        for p in planned:
+            metrics.EVENTS_OUT.labels(NAME, p.out.topic).inc()
+            metrics.OFFICE_UPDATES_OUT.labels(p.out.update.office, p.out.update.type.value).inc()
+            if p.updated_at is not None:
+                stage.observe_latency(p.updated_at)
         return True
 
-    async def each(stream: faust.StreamT, kind: UpdateType, handle: Callable[[faust.EventT], Awaitable[bool]]) -> None:
-        async for event in stream.events():
-            stage.consumed(event)
-            try:
-                if not await handle(event):
-                    return
-            except Skip as skip:
-                metrics.OFFICE_UPDATES_SKIPPED.labels(kind.value, skip.reason).inc()
-            except Refused as refused:
-                await stage.dead_letter(event, refused.reason, refused.message)
-            except Exception as exc:  # never crash the worker on one record
-                await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
+    async def each(stream: faust.StreamT, kind: UpdateType, plan: Callable[[faust.EventT, Batch], Planned]) -> None:
+        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
+        async for events in batches:
+            batch = Batch()
+            planned: list[Planned] = []
+            for event in events:
+                stage.consumed(event)
+                try:
+                    planned.append(plan(event, batch))
+                except Skip as skip:
+                    metrics.OFFICE_UPDATES_SKIPPED.labels(kind.value, skip.reason).inc()
+                except Refused as refused:
+                    await stage.dead_letter(event, refused.reason, refused.message)
+                except Exception as exc:  # never crash the worker on one record
+                    await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
+            if not planned:
+                continue
+            if not await forward_all(planned):
+                return
+            # Marked only once Kafka took every update of the batch: killed before, the redelivered inputs are
+            # forwarded again with the same update ids (consumers drop them); the other order could lose one.
+            writes = [marks[p.table] for p in planned]
+            for p, w in zip(planned, writes, strict=True):
+                await w.put(p.partition, p.out.mark, p.mark_value)
+            for w in set(writes):
+                await w.settle()
 
-    async def on_member(event: faust.EventT) -> bool:
+    def plan_member(event: faust.EventT, batch: Batch) -> Planned:
         record, out = notifier.member(event.message.value)
-        if record.version <= _version(member_versions.get(out.mark)):
+        if record.version <= batch.forwarded(MEMBER_VERSIONS_TABLE, out.mark, member_versions):
             raise Skip(DUPLICATE)
-        if not await forward(out):
-            return False
-        member_versions[out.mark] = str(record.version).encode()
-        stage.observe_latency(record.updated_at)
-        return True
+        batch.note(MEMBER_VERSIONS_TABLE, out.mark, record.version)
+        return Planned(
+            out, MEMBER_VERSIONS_TABLE, event.message.partition, str(record.version).encode(), record.updated_at
+        )
 
-    async def on_case(event: faust.EventT) -> bool:
+    def plan_case(event: faust.EventT, batch: Batch) -> Planned:
         change, out = notifier.case(event.message.value)
-        if change.version <= _version(case_versions.get(out.mark)):
+        if change.version <= batch.forwarded(CASE_VERSIONS_TABLE, out.mark, case_versions):
             raise Skip(DUPLICATE)
-        if not await forward(out):
-            return False
-        case_versions[out.mark] = str(change.version).encode()
-        return True
+        batch.note(CASE_VERSIONS_TABLE, out.mark, change.version)
+        return Planned(out, CASE_VERSIONS_TABLE, event.message.partition, str(change.version).encode())
 
-    async def on_rejection(event: faust.EventT) -> bool:
+    def plan_rejection(event: faust.EventT, batch: Batch) -> Planned:
         msg = event.message
         out = notifier.rejection(header_map(msg.headers), _message_time(msg))
-        if rejections_sent.get(out.mark) is not None:
+        if batch.forwarded(REJECTIONS_TABLE, out.mark, rejections_sent):
             raise Skip(DUPLICATE)
-        if not await forward(out):
-            return False
-        rejections_sent[out.mark] = b"1"
-        return True
+        batch.note(REJECTIONS_TABLE, out.mark, 1)
+        return Planned(out, REJECTIONS_TABLE, msg.partition, b"1")
 
     @app.agent(topic(app, MEMBERS.name), name=f"{NAME}_members")
     async def notify_members(stream: faust.StreamT) -> None:
-        await each(stream, UpdateType.MEMBER_UPDATED, on_member)
+        await each(stream, UpdateType.MEMBER_UPDATED, plan_member)
 
     @app.agent(topic(app, REJECTIONS_SOURCE), name=f"{NAME}_rejections")
     async def notify_rejections(stream: faust.StreamT) -> None:
-        await each(stream, UpdateType.ENROLLMENT_REJECTED, on_rejection)
+        await each(stream, UpdateType.ENROLLMENT_REJECTED, plan_rejection)
 
     @app.agent(topic(app, CORE_CASE_UPDATES.name), name=f"{NAME}_cases")
     async def notify_cases(stream: faust.StreamT) -> None:
-        await each(stream, UpdateType.CASE_UPDATED, on_case)
+        await each(stream, UpdateType.CASE_UPDATED, plan_case)

@@ -9,7 +9,9 @@ awaiting its acknowledgement before the outputs closes that window: after a cras
 (the replayed input is recognised as applied and the current version is re-sent unchanged) or nothing derived
 from it was published.
 
-One round trip per batch, not per event: a stage collects the writes of a batch and settles them together.
+A stage may collect several writes and settle them together (notify_kbri's forwarded-marks, where a mark lost
+in recovery only means an update sent twice), or settle each write alone (the reconciler: Tansu lists the end
+of a multi-record batch short, so a recovery could stop before the last writes of a batch).
 """
 
 from __future__ import annotations

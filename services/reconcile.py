@@ -16,7 +16,6 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
 import faust
 import orjson
@@ -109,42 +108,38 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             feed.start()
 
     writes = DurableWrites(members)
-    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
-        # A batch at a time: its state changes are acknowledged by Kafka before any of its outputs is sent
-        # (services/durable_table.py), and Faust acks the batch's offsets only after this body is done.
-        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
-        async for events in batches:
-            decided: list[Decision] = []
-            for event in events:
-                stage.consumed(event)
-                msg = event.message
-                key = msg.key or b""
-                if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
-                    # Before the first FX check, the rates already published (bounded: a broker problem
-                    # delays the reconciler by at most this, then missing rates are flagged, not waited for).
-                    await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
-                try:
-                    state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
-                except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
-                    await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
-                    continue
-                if decision.new_state is not None:
-                    await writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
-                    observe_matches(state, decision)
-                    book.update(key, decision.new_state)
-                if decision.is_empty:
-                    # Already applied: the worker may have died before the output reached Kafka. Send the
-                    # current version again (same record_id); downstream drops what it already has.
-                    metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
-                    again = current_record(state)
-                    decision = Decision(records=[again] if again is not None else [])
-                decided.append(decision)
-            await writes.settle()
-            for decision in decided:
-                await emit(decision)
+        async for event in stream.events():
+            stage.consumed(event)
+            msg = event.message
+            key = msg.key or b""
+            if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
+                # Before the first FX check, the rates already published (bounded: a broker problem
+                # delays the reconciler by at most this, then missing rates are flagged, not waited for).
+                await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
+            try:
+                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
+            except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
+                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
+                continue
+            if decision.new_state is not None:
+                # The state is acknowledged by Kafka before any record derived from it is sent
+                # (services/durable_table.py). One write in flight at a time also keeps every changelog
+                # batch a single record: Tansu lists the end of a multi-record batch short, and a table
+                # recovered to that end lost a held payment after a SIGKILL (test_crash_every_processor).
+                await writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
+                await writes.settle()
+                observe_matches(state, decision)
+                book.update(key, decision.new_state)
+            if decision.is_empty:
+                # Already applied: the worker may have died before the output reached Kafka. Send the
+                # current version again (same record_id); downstream drops what it already has.
+                metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
+                again = current_record(state)
+                decision = Decision(records=[again] if again is not None else [])
+            await emit(decision)
 
     @app.timer(TICK_INTERVAL_S, on_leader=False)
     async def tick() -> None:

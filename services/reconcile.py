@@ -107,7 +107,9 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         async def start_feed() -> None:
             feed.start()
 
-    writes = DurableWrites(members)
+    # One per writer: the agent and the timer interleave at await points, and one's settle() must not take
+    # (and so skip waiting for) the other's unacknowledged writes.
+    writes, tick_writes = DurableWrites(members), DurableWrites(members)
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
@@ -163,8 +165,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             if decision.new_state is None:
                 continue
             # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
-            await writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
-            await writes.settle()
+            await tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
+            await tick_writes.settle()
             book.update(key, decision.new_state)
             await emit(decision)
         book.publish(now)

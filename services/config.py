@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     stage_batch_max: int = Field(
         500,
         gt=0,
-        description="events a stateful stage takes at once: their state changes are made durable together "
-        "(one changelog round trip per batch) before any output of the batch is sent",
+        description="events notify_kbri takes at once: their updates are acknowledged by Kafka together "
+        "(one round trip per batch) before their forwarded-marks are written",
     )
     stage_batch_within_ms: int = Field(
         20, ge=1, description="how long a stage waits to fill a batch: the latency a trickle of events pays"

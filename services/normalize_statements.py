@@ -28,6 +28,7 @@ import orjson
 from pydantic import ValidationError
 
 from services import metrics
+from services.acks import acknowledged
 from services.app import topic
 from services.catalogue import STATEMENT_ENTRIES, STATEMENTS_RAW
 from services.context import ServiceContext
@@ -119,7 +120,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 headers=[("sinergi-entry-id", key), ("sinergi-file-id", file_id)],
             )
             try:
-                await pending
+                await acknowledged(app, [pending])
             except Exception as exc:
                 # Kafka refused the output: crash like every stage, so that the input is processed again.
                 log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)

@@ -38,6 +38,7 @@ from typing import Any
 import faust
 
 from services import metrics
+from services.acks import acknowledged
 from services.app import topic
 from services.catalogue import (
     EXCEPTIONS,
@@ -194,8 +195,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 value = ctx.codec.encode(reversal_schema, reversal)
                 pending.append(await reversals_out.send(key=reversal.participant_id.encode(), value=value))
             metrics.STATEMENT_DECISIONS.labels(d.bank_id, d.kind.value).inc()
-        for fut in pending:
-            await fut  # raises when Kafka refused: the caller crashes before the ledger is written
+        await acknowledged(app, pending)  # raises when Kafka refused: the caller crashes before the ledger is written
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:

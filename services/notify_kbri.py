@@ -25,8 +25,6 @@ INVALID_RECORD, PII_UNREADABLE, UNKNOWN_OFFICE, MISSING_REQUEST_ID, INVALID_DEAD
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +35,9 @@ import orjson
 from pydantic import ValidationError
 
 from services import metrics
+from services.acks import acknowledged
 from services.app import topic
+from services.batches import run_to_the_end
 from services.catalogue import CORE_CASE_UPDATES, MEMBERS, dlq, office_updates_topic
 from services.context import ServiceContext
 from services.domain.errors import Rejected
@@ -54,8 +54,6 @@ from services.domain.office_updates import (
 )
 from services.durable_table import DurableWrites
 from services.stage import Stage, header_map, header_str
-
-log = logging.getLogger(__name__)
 
 NAME = "notify_kbri"
 REJECTIONS_SOURCE = dlq("normalize_enrollments").name
@@ -278,51 +276,49 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     }
     batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
 
-    async def forward_all(planned: list[Planned]) -> bool:
+    async def forward_all(planned: list[Planned]) -> None:
         """Send a batch's updates in order and wait for Kafka's acknowledgement of all of them (one round trip
-        per batch, not per update); False after crashing the worker on a refusal."""
+        per batch, not per update); raises what Kafka raised (services/batches.py ends the process)."""
         pending = [
             await stage.out(p.out.topic).send(key=p.out.key, value=p.out.value, headers=p.out.headers) for p in planned
         ]
-        try:
-            await asyncio.gather(*pending)
-        except Exception as exc:
-            log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
-            app._crash(exc)
-            return False
+        await acknowledged(app, pending)
         for p in planned:
             metrics.EVENTS_OUT.labels(NAME, p.out.topic).inc()
             metrics.OFFICE_UPDATES_OUT.labels(p.out.update.office, p.out.update.type.value).inc()
             if p.updated_at is not None:
                 stage.observe_latency(p.updated_at)
-        return True
 
     async def each(stream: faust.StreamT, kind: UpdateType, plan: Callable[[faust.EventT, Batch], Planned]) -> None:
         batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
         async for events in batches:
-            batch = Batch()
-            planned: list[Planned] = []
-            for event in events:
-                stage.consumed(event)
-                try:
-                    planned.append(plan(event, batch))
-                except Skip as skip:
-                    metrics.OFFICE_UPDATES_SKIPPED.labels(kind.value, skip.reason).inc()
-                except Refused as refused:
-                    await stage.dead_letter(event, refused.reason, refused.message)
-                except Exception as exc:  # never crash the worker on one record
-                    await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
-            if not planned:
-                continue
-            if not await forward_all(planned):
-                return
-            # Marked only once Kafka took every update of the batch: killed before, the redelivered inputs are
-            # forwarded again with the same update ids (consumers drop them); the other order could lose one.
-            writes = [marks[p.table] for p in planned]
-            for p, w in zip(planned, writes, strict=True):
-                await w.put(p.partition, p.out.mark, p.mark_value)
-            for w in set(writes):
-                await w.settle()
+            await run_to_the_end(NAME, forward_batch(events, kind, plan))
+
+    async def forward_batch(
+        events: list[faust.EventT], kind: UpdateType, plan: Callable[[faust.EventT, Batch], Planned]
+    ) -> None:
+        batch = Batch()
+        planned: list[Planned] = []
+        for event in events:
+            stage.consumed(event)
+            try:
+                planned.append(plan(event, batch))
+            except Skip as skip:
+                metrics.OFFICE_UPDATES_SKIPPED.labels(kind.value, skip.reason).inc()
+            except Refused as refused:
+                await stage.dead_letter(event, refused.reason, refused.message)
+            except Exception as exc:  # never crash the worker on one record
+                await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
+        if not planned:
+            return
+        await forward_all(planned)
+        # Marked only once Kafka took every update of the batch: killed before, the redelivered inputs are
+        # forwarded again with the same update ids (consumers drop them); the other order could lose one.
+        writes = [marks[p.table] for p in planned]
+        for p, w in zip(planned, writes, strict=True):
+            w.put(p.partition, p.out.mark, p.mark_value)
+        for w in set(writes):
+            await w.settle()
 
     def plan_member(event: faust.EventT, batch: Batch) -> Planned:
         record, out = notifier.member(event.message.value)

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import faust
 import orjson
@@ -23,6 +24,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
 from services import fx_rates, metrics
+from services.batches import run_to_the_end
 from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS, REVERSALS
 from services.context import ServiceContext
 from services.dlq import dlq_reason
@@ -110,38 +112,57 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     # One per writer: the agent and the timer interleave at await points, and one's settle() must not take
     # (and so skip waiting for) the other's unacknowledged writes.
     writes, tick_writes = DurableWrites(members), DurableWrites(members)
+    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
+    async def decide(event: faust.EventT) -> tuple[MemberState | None, Decision] | None:
+        """One event against the state as this batch left it; its new state written (not yet acknowledged)."""
+        stage.consumed(event)
+        msg = event.message
+        key = msg.key or b""
+        if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
+            # Before the first FX check, the rates already published (bounded: a broker problem
+            # delays the reconciler by at most this, then missing rates are flagged, not waited for).
+            await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
+        try:
+            state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value or b"", fx_reference)
+        except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
+            await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
+            return None
+        if decision.new_state is not None:
+            writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
+        return state, decision
+
+    async def publish(key: bytes, state: MemberState | None, decision: Decision) -> None:
+        if decision.new_state is not None:
+            observe_matches(state, decision)
+            book.update(key, decision.new_state)
+        if decision.is_empty:
+            # Already applied: the worker may have died before the output reached Kafka. Send the
+            # current version again (same record_id); downstream drops what it already has.
+            metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
+            again = current_record(state)
+            decision = Decision(records=[again] if again is not None else [])
+        await emit(decision)
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            stage.consumed(event)
-            msg = event.message
-            key = msg.key or b""
-            if feed is not None and not feed.ready.is_set() and msg.topic == PAYMENTS.name:
-                # Before the first FX check, the rates already published (bounded: a broker problem
-                # delays the reconciler by at most this, then missing rates are flagged, not waited for).
-                await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
-            try:
-                state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value, fx_reference)
-            except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
-                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
-                continue
-            if decision.new_state is not None:
-                # The state is acknowledged by Kafka before any record derived from it is sent
-                # (services/durable_table.py). One write in flight at a time also keeps every changelog
-                # batch a single record: Tansu lists the end of a multi-record batch short, and a table
-                # recovered to that end lost a held payment after a SIGKILL (test_crash_every_processor).
-                await writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
-                await writes.settle()
-                observe_matches(state, decision)
-                book.update(key, decision.new_state)
-            if decision.is_empty:
-                # Already applied: the worker may have died before the output reached Kafka. Send the
-                # current version again (same record_id); downstream drops what it already has.
-                metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
-                again = current_record(state)
-                decision = Decision(records=[again] if again is not None else [])
-            await emit(decision)
+        # A batch at a time: every event decided in order against the table, every state change sent to the
+        # changelog, then one wait for Kafka's acknowledgement of them all, and only then the outputs. Killed
+        # before the outputs, the batch's inputs are not committed: redelivered, each is recognised as applied
+        # and its member's current version is sent again.
+        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
+        async for events in batches:
+            await run_to_the_end(NAME, reconcile_batch(events))
+
+    async def reconcile_batch(events: list[faust.EventT]) -> None:
+        decided = []
+        for event in events:
+            outcome = await decide(event)
+            if outcome is not None:
+                decided.append((event.message.key or b"", *outcome))
+        await writes.settle()
+        for key, state, decision in decided:
+            await publish(key, state, decision)
 
     @app.timer(TICK_INTERVAL_S, on_leader=False)
     async def tick() -> None:
@@ -165,7 +186,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             if decision.new_state is None:
                 continue
             # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
-            await tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
+            tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
             await tick_writes.settle()
             book.update(key, decision.new_state)
             await emit(decision)

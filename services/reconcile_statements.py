@@ -30,16 +30,16 @@ again, which :func:`~services.domain.statement_match.effective` drops; the other
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from services import metrics
 from services.acks import acknowledged
 from services.app import topic
+from services.batches import run_to_the_end
 from services.catalogue import (
     EXCEPTIONS,
     PAYMENTS,
@@ -64,10 +64,9 @@ from services.domain.statement_match import (
     prune,
     reversal_of,
 )
+from services.durable_table import DurableWrites
 from services.ledger_table import LedgerTable
 from services.stage import Stage, header_map
-
-log = logging.getLogger(__name__)
 
 NAME = "reconcile_statements"
 REKEY_NAME = "reconcile_statements_rekey"  # its agent; it shares the stage (metrics, dlq) with NAME
@@ -171,7 +170,8 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         for bank_id in sorted(ctx.banks):
             await by_bank.send(key=bank_id.encode(), value=b"", headers=[(KIND_HEADER, KIND_TICK)])
 
-    ledgers = LedgerTable(table)
+    ledger_writes = DurableWrites(table)
+    ledgers = LedgerTable(table, ledger_writes)
 
     # mode types receivers with a string forward reference mypy cannot match; any def is accepted at runtime.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -197,37 +197,53 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             metrics.STATEMENT_DECISIONS.labels(d.bank_id, d.kind.value).inc()
         await acknowledged(app, pending)  # raises when Kafka refused: the caller crashes before the ledger is written
 
+    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        # A batch at a time (services/batches.py): each input applied in order to its bank's ledger as the batch
+        # left it, then every decision sent and acknowledged at once, then each touched ledger stored once.
+        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
+        async for events in batches:
+            await run_to_the_end(NAME, reconcile_batch(events))
+
+    async def reconcile_batch(events: list[faust.EventT]) -> None:
+        first: dict[str, tuple[BankLedger, int]] = {}  # bank -> its ledger before the batch, its partition
+        working: dict[str, BankLedger] = {}  # bank -> its ledger after the batch's inputs so far
+        decisions: list[Decision] = []
+
+        def ledger_of(bank_id: str, partition: int) -> BankLedger:
+            return working[bank_id] if bank_id in working else ledgers.get(bank_id, partition)
+
+        for event in events:
             stage.consumed(event)
             msg = event.message
             kind = header_map(msg.headers).get(KIND_HEADER) if msg.topic == STATEMENTS_BY_BANK.name else None
             try:
                 if msg.topic == STATEMENT_ENTRIES.name:
-                    entry = ctx.codec.decode_model(msg.value, StatementEntry)
-                    key = entry.bank_id.encode()
-                    before = ledgers.get(entry.bank_id)
+                    entry = ctx.codec.decode_model(msg.value or b"", StatementEntry)
+                    bank_id = entry.bank_id
+                    before = ledger_of(bank_id, msg.partition)
                     step = apply_entry(before, entry)
                 elif kind == KIND_TICK:
-                    key = msg.key or b""
-                    before = ledgers.get(key.decode())
+                    bank_id = (msg.key or b"").decode()
+                    before = ledger_of(bank_id, msg.partition)
                     step = close_due(before, datetime.now(UTC))
                 else:
-                    payment = ctx.codec.decode_model(msg.value, Payment)
-                    key = payment.bank_id.encode()
-                    before = ledgers.get(payment.bank_id)
+                    payment = ctx.codec.decode_model(msg.value or b"", Payment)
+                    bank_id = payment.bank_id
+                    before = ledger_of(bank_id, msg.partition)
                     step = apply_payment(before, payment)
             except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
                 await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
                 continue
             if step.duplicate:
-                metrics.STATEMENT_DECISIONS.labels(key.decode(), "DUPLICATE").inc()
+                metrics.STATEMENT_DECISIONS.labels(bank_id, "DUPLICATE").inc()
                 continue
-            try:
-                await emit(step.decisions)
-            except Exception as exc:
-                log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
-                app._crash(exc)
-                return
-            ledgers.put(before, step.ledger)  # an idle tick changes nothing and writes nothing
+            first.setdefault(bank_id, (before, msg.partition))
+            working[bank_id] = step.ledger
+            decisions.extend(step.decisions)
+        await emit(decisions)  # acknowledged before the ledgers move on (module docstring, "Ordering")
+        for bank_id, (before, partition) in first.items():
+            ledgers.put(before, working[bank_id], partition)  # an idle tick changes nothing and writes nothing
+        await ledger_writes.settle()

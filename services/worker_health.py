@@ -489,7 +489,9 @@ class TableDigests:
             return fut
 
         table.send_changelog = send_changelog
-        # Writers that send to the changelog topic themselves (services/durable_table.py) name the partition.
+        # Writers that send to the changelog themselves (services/durable_table.py) name the partition: through
+        # the changelog topic's send, or, for a write sent as a batch of its own, by calling this.
+        table.note_changelog_write = note
         topic = getattr(table, "changelog_topic", None)
         topic_send = getattr(topic, "send", None)
         if topic is None or topic_send is None:

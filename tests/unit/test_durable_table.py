@@ -1,4 +1,5 @@
-"""DurableWrites: local state at once, the changelog to the input's partition, settle() waits for the acks."""
+"""DurableWrites: local state at once; settle() sends to the input's changelog partition, each partition's last
+write after the others, and waits for the acks."""
 
 from __future__ import annotations
 
@@ -34,27 +35,35 @@ class FakeTable:
         pass
 
 
-async def test_writes_apply_locally_and_go_to_the_given_changelog_partition() -> None:
+async def test_writes_apply_locally_at_once_and_go_to_the_changelog_at_settle() -> None:
     table = FakeTable()
     writes = DurableWrites(table)
-    await writes.put(3, b"k", b"v1")
-    await writes.put(3, b"k", b"v2")
-    await writes.put(1, b"gone", None)
-    assert table.data == {b"k": b"v2"}
-    assert [(m["partition"], m["key"], m["value"]) for m in table.changelog_topic.sent] == [
-        (3, b"k", b"v1"),
-        (3, b"k", b"v2"),
-        (1, b"gone", None),
-    ]
-    assert writes.unsettled == 3
+    writes.put(3, b"k", b"v1")
+    writes.put(1, b"gone", None)
+    writes.put(3, b"k", b"v2")
+    writes.put(3, b"j", b"v3")
+    assert table.data == {b"k": b"v2", b"j": b"v3"}
+    assert table.changelog_topic.sent == [] and writes.unsettled == 4
+    settling = asyncio.ensure_future(writes.settle())
+    await asyncio.sleep(0)
+    # In order within each partition; every partition's last write after the others (on Kafka, a batch of its own).
+    sent = [(m["partition"], m["key"], m["value"]) for m in table.changelog_topic.sent]
+    assert [w for w in sent if w[0] == 3] == [(3, b"k", b"v1"), (3, b"k", b"v2"), (3, b"j", b"v3")]
+    assert [w for w in sent if w[0] == 1] == [(1, b"gone", None)]
+    assert sent[:2] == [(3, b"k", b"v1"), (3, b"k", b"v2")]
+    for fut in table.changelog_topic.futures:
+        fut.set_result("ack")
+    await asyncio.wait_for(settling, 1.0)
+    assert writes.unsettled == 0
 
 
 async def test_settle_returns_only_after_every_write_is_acknowledged() -> None:
     table = FakeTable()
     writes = DurableWrites(table)
-    await writes.put(0, b"a", b"1")
-    await writes.put(1, b"b", b"2")
+    writes.put(0, b"a", b"1")
+    writes.put(1, b"b", b"2")
     settling = asyncio.ensure_future(writes.settle())
+    await asyncio.sleep(0)
     table.changelog_topic.futures[1].set_result("ack b")
     await asyncio.sleep(0)
     assert not settling.done()  # one write still unacknowledged: nothing derived may be published yet
@@ -66,7 +75,9 @@ async def test_settle_returns_only_after_every_write_is_acknowledged() -> None:
 async def test_a_refused_write_raises_from_settle() -> None:
     table = FakeTable()
     writes = DurableWrites(table)
-    await writes.put(0, b"a", b"1")
+    writes.put(0, b"a", b"1")
+    settling = asyncio.ensure_future(writes.settle())
+    await asyncio.sleep(0)
     table.changelog_topic.futures[0].set_exception(RuntimeError("NotEnoughReplicas"))
     with pytest.raises(RuntimeError, match="NotEnoughReplicas"):
-        await writes.settle()
+        await settling

@@ -14,6 +14,7 @@ from services.domain.ledger_items import changes, journal_key
 from services.domain.models import EntryDetailStatus, EntryDirection, Payment, StatementEntry, StatementSource
 from services.domain.statement_match import BankLedger, DecisionKind, apply_entry, apply_payment
 from services.domain.statements._common import make_entry
+from services.durable_table import DurableWrites
 from services.ledger_table import LedgerTable
 from services.reconcile_statements import (
     KEEP_DAYS,
@@ -161,3 +162,31 @@ def test_decisions_of_keeps_one_bank_and_counts_unreadable_records() -> None:
     report = build_report(chosen, BANK, D)
     assert report.category("MATCHED_BY_REF").decisions == 1
     assert report.category("MATCHED_BY_REF").amount_idr == 370_000
+
+
+class TableData(dict[bytes, bytes]):
+    """A mapping that is also its own ``data``, as DurableWrites writes a Faust table's local store."""
+
+    @property
+    def data(self) -> TableData:
+        return self
+
+
+def test_ledger_writes_go_to_the_partition_the_caller_names() -> None:
+    table = TableData()
+    writes = DurableWrites(table)
+    book = LedgerTable(table, writes)
+    empty = book.get(BANK, partition=2)
+    one = apply_payment(empty, pay("REQ7")).ledger
+    written = book.put(empty, one, partition=2)
+    assert written > 0 and writes.unsettled == written + 1  # the journal, then each item
+    assert {partition for partition, _, _ in writes._unsent} == {2}
+    assert LedgerTable(TableData(table)).get(BANK) == one, "applied locally at once: later inputs read it"
+
+    # a journal left by a crash: the rebuild writes its items again, to the partition of the input that asked
+    two = apply_payment(one, pay("REQ8")).ledger
+    crashed = TableData(table)
+    crashed[journal_key(BANK).encode()] = zlib.compress(orjson.dumps(changes(one, two)))
+    again = DurableWrites(crashed)
+    assert LedgerTable(crashed, again).get(BANK, partition=1) == two
+    assert again.unsettled == len(changes(one, two)) and {p for p, _, _ in again._unsent} == {1}

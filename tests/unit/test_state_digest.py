@@ -175,6 +175,19 @@ def test_writes_sent_straight_to_the_changelog_topic_are_placed_too() -> None:
     assert digests.partition_of(members, key) == by_event
 
 
+def test_writes_sent_as_a_batch_of_their_own_are_placed_too() -> None:
+    ledger = Table("ledger")
+    app = App(ledger)
+    digests = TableDigests(app)  # type: ignore[arg-type]
+    key = b"ledger:BANK_A:item-2"
+    by_event = ((murmur2(key) & 0x7FFFFFFF) % 4 + 3) % 4
+    # services/durable_table.py sends each partition's last write itself (aiokafka send_batch) and says so
+    ledger.note_changelog_write(key, b"v", by_event)  # type: ignore[attr-defined]
+    assert digests.partition_of(ledger, key) == by_event
+    ledger.note_changelog_write(key, None, by_event)  # type: ignore[attr-defined]
+    assert digests.partition_of(ledger, key) == (murmur2(key) & 0x7FFFFFFF) % 4
+
+
 def test_recovered_keys_use_the_stores_own_partition_and_unknown_keys_the_default_partitioner() -> None:
     members = Table("members")
     app = App(members)

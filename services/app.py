@@ -180,6 +180,7 @@ def create_app(service: str, settings: Settings, bootstrap: str) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         table_cleanup_interval=3600.0,
         web_enabled=False,
         datadir=str(datadir),

@@ -17,8 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
-from typing import Any, NoReturn
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, cast
+
+import faust
+
+from services import metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +59,23 @@ def exit_now(stage: str, exc: BaseException | None) -> NoReturn:
     for handler in logging.getLogger().handlers:
         handler.flush()  # os._exit skips the interpreter's shutdown, which would flush them
     os._exit(EXIT_BATCH_FAILED)
+
+
+async def batches_of(stream: faust.StreamT, stage: str, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
+    """Faust's take_events, measured: each batch's size and the time the stage waited for it (phase "take")."""
+    waited_from = time.perf_counter()
+    async for events in cast(Any, stream).take_events(max_events, within=within_s):  # not on faust's StreamT
+        metrics.STAGE_BATCH_SECONDS.labels(stage, "take").observe(time.perf_counter() - waited_from)
+        metrics.STAGE_BATCH_EVENTS.labels(stage).observe(len(events))
+        yield events
+        waited_from = time.perf_counter()
+
+
+@contextmanager
+def phase(stage: str, name: str) -> Iterator[None]:
+    """Time one phase of a batch (decide, settle, emit...) into sinergi_stage_batch_seconds."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.STAGE_BATCH_SECONDS.labels(stage, name).observe(time.perf_counter() - started)

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "left the group, which it then could not rejoin (tests/integration/test_reconciler_kills.py)",
     )
     producer_linger_ms: int = 5
+    producer_max_batch_bytes: int = Field(
+        262_144,
+        gt=0,
+        description="stream processors: the largest record batch per partition. aiokafka keeps one request in "
+        "flight per broker, and with its 16 KiB default a reconciler batch's ~160 member records waited for "
+        "several round trips (the emit phase took 1.6 ms per event under the 150 events/s soak)",
+    )
     stage_batch_max: int = Field(
         500,
         gt=0,

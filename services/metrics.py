@@ -65,6 +65,21 @@ PROCESSING_LATENCY = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
+# Stages that take batches (services/batches.py): how full the batches are and where a batch's time goes
+# (deciding, waiting for Kafka's acknowledgement, sending outputs). A stage whose batches stay small while its
+# lag grows is waiting, not computing.
+STAGE_BATCH_EVENTS = Histogram(
+    "sinergi_stage_batch_events",
+    "Events per batch a stage took",
+    ["stage"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+STAGE_BATCH_SECONDS = Histogram(
+    "sinergi_stage_batch_seconds",
+    "Time a batch spent in each phase",
+    ["stage", "phase"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 # Records of fx-rates.v1 this worker's rate feed has taken in: a reader can tell when a rate it published is
 # known to the reconciler (the feed is a thread reading the topic, not a stage with offsets).
 FX_FEED_RECORDS = Counter("sinergi_fx_feed_records_total", "Reference-rate records the reconciler's rate feed applied")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from services import metrics
 from services.acks import acknowledged
 from services.app import topic
-from services.batches import run_to_the_end
+from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import CORE_CASE_UPDATES, MEMBERS, dlq, office_updates_topic
 from services.context import ServiceContext
 from services.domain.errors import Rejected
@@ -290,8 +290,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 stage.observe_latency(p.updated_at)
 
     async def each(stream: faust.StreamT, kind: UpdateType, plan: Callable[[faust.EventT, Batch], Planned]) -> None:
-        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
-        async for events in batches:
+        async for events in batches_of(stream, NAME, batch_max, batch_within):
             await run_to_the_end(NAME, forward_batch(events, kind, plan))
 
     async def forward_batch(
@@ -311,14 +310,16 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
                 await stage.dead_letter(event, UNEXPECTED, type(exc).__name__)
         if not planned:
             return
-        await forward_all(planned)
+        with phase(NAME, "emit"):
+            await forward_all(planned)
         # Marked only once Kafka took every update of the batch: killed before, the redelivered inputs are
         # forwarded again with the same update ids (consumers drop them); the other order could lose one.
         writes = [marks[p.table] for p in planned]
         for p, w in zip(planned, writes, strict=True):
             w.put(p.partition, p.out.mark, p.mark_value)
-        for w in set(writes):
-            await w.settle()
+        with phase(NAME, "settle"):
+            for w in set(writes):
+                await w.settle()
 
     def plan_member(event: faust.EventT, batch: Batch) -> Planned:
         record, out = notifier.member(event.message.value)

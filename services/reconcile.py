@@ -16,7 +16,6 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
 import faust
 import orjson
@@ -24,7 +23,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
 from services import fx_rates, metrics
-from services.batches import run_to_the_end
+from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import ENROLLMENTS, EXCEPTIONS, MEMBERS, PAYMENTS, REVERSALS
 from services.context import ServiceContext
 from services.dlq import dlq_reason
@@ -36,6 +35,7 @@ from services.domain.reconcile import (
     MemberState,
     ReconcilePolicy,
     current_record,
+    exceptions_caused_by,
     on_enrollment,
     on_payment,
     on_reversal,
@@ -114,7 +114,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     writes, tick_writes = DurableWrites(members), DurableWrites(members)
     batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
 
-    async def decide(event: faust.EventT) -> tuple[MemberState | None, Decision] | None:
+    async def decide(event: faust.EventT) -> tuple[MemberState | None, Decision, str] | None:
         """One event against the state as this batch left it; its new state written (not yet acknowledged)."""
         stage.consumed(event)
         msg = event.message
@@ -124,24 +124,27 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             # delays the reconciler by at most this, then missing rates are flagged, not waited for).
             await asyncio.get_running_loop().run_in_executor(None, feed.ready.wait, FEED_READY_WAIT_S)
         try:
-            state, decision = _decide(ctx, policy, members, key, msg.topic, msg.value or b"", fx_reference)
+            state, decision, event_id = _decide(ctx, policy, members, key, msg.topic, msg.value or b"", fx_reference)
         except Exception as exc:  # a record we cannot decode or apply: dead-letter, keep going
             await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
             return None
         if decision.new_state is not None:
             writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
-        return state, decision
+        return state, decision, event_id
 
-    async def publish(key: bytes, state: MemberState | None, decision: Decision) -> None:
+    async def publish(key: bytes, state: MemberState | None, decision: Decision, event_id: str) -> None:
         if decision.new_state is not None:
             observe_matches(state, decision)
             book.update(key, decision.new_state)
         if decision.is_empty:
-            # Already applied: the worker may have died before the output reached Kafka. Send the
-            # current version again (same record_id); downstream drops what it already has.
+            # Already applied: the worker may have died before the outputs reached Kafka. Send the current
+            # version again (same record_id) and the exceptions this event raised (same exception_ids);
+            # downstream drops what it already has.
             metrics.RECONCILE_OUTCOMES.labels("DUPLICATE_EVENT").inc()
             again = current_record(state)
-            decision = Decision(records=[again] if again is not None else [])
+            decision = Decision(
+                records=[again] if again is not None else [], exceptions=exceptions_caused_by(state, event_id)
+            )
         await emit(decision)
 
     @app.agent(source, name=NAME)
@@ -150,19 +153,21 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         # changelog, then one wait for Kafka's acknowledgement of them all, and only then the outputs. Killed
         # before the outputs, the batch's inputs are not committed: redelivered, each is recognised as applied
         # and its member's current version is sent again.
-        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
-        async for events in batches:
+        async for events in batches_of(stream, NAME, batch_max, batch_within):
             await run_to_the_end(NAME, reconcile_batch(events))
 
     async def reconcile_batch(events: list[faust.EventT]) -> None:
         decided = []
-        for event in events:
-            outcome = await decide(event)
-            if outcome is not None:
-                decided.append((event.message.key or b"", *outcome))
-        await writes.settle()
-        for key, state, decision in decided:
-            await publish(key, state, decision)
+        with phase(NAME, "decide"):
+            for event in events:
+                outcome = await decide(event)
+                if outcome is not None:
+                    decided.append((event.message.key or b"", *outcome))
+        with phase(NAME, "settle"):
+            await writes.settle()
+        with phase(NAME, "emit"):
+            for key, state, decision, event_id in decided:
+                await publish(key, state, decision, event_id)
 
     @app.timer(TICK_INTERVAL_S, on_leader=False)
     async def tick() -> None:
@@ -210,16 +215,19 @@ def _decide(
     source: str,
     value: bytes,
     fx_reference: FxReference | None = None,
-) -> tuple[MemberState | None, Decision]:
+) -> tuple[MemberState | None, Decision, str]:
+    """(the stored state, the decision, the input's event id)."""
     stored = members.get(key)
     state = MemberState.from_json(orjson.loads(stored)) if stored else None
     if source == ENROLLMENTS.name:
         enrollment = ctx.codec.decode_model(value, Enrollment)
-        return state, on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)
+        decision = on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)
+        return state, decision, enrollment.event_id
     if source == REVERSALS.name:
-        return state, on_reversal(state, ctx.codec.decode_model(value, Reversal), policy=policy)
+        reversal = ctx.codec.decode_model(value, Reversal)
+        return state, on_reversal(state, reversal, policy=policy), reversal.event_id
     payment = ctx.codec.decode_model(value, Payment)
-    return state, on_payment(state, payment, policy=policy, fx_reference=fx_reference)
+    return state, on_payment(state, payment, policy=policy, fx_reference=fx_reference), payment.event_id
 
 
 # --- tick and metrics helpers (pure, unit-tested) ---------------------------------------------------------

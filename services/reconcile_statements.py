@@ -32,14 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import faust
 
 from services import metrics
 from services.acks import acknowledged
 from services.app import topic
-from services.batches import run_to_the_end
+from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import (
     EXCEPTIONS,
     PAYMENTS,
@@ -203,8 +203,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     async def reconcile(stream: faust.StreamT) -> None:
         # A batch at a time (services/batches.py): each input applied in order to its bank's ledger as the batch
         # left it, then every decision sent and acknowledged at once, then each touched ledger stored once.
-        batches = cast(Any, stream).take_events(batch_max, within=batch_within)  # not on faust's StreamT protocol
-        async for events in batches:
+        async for events in batches_of(stream, NAME, batch_max, batch_within):
             await run_to_the_end(NAME, reconcile_batch(events))
 
     async def reconcile_batch(events: list[faust.EventT]) -> None:
@@ -243,7 +242,9 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             first.setdefault(bank_id, (before, msg.partition))
             working[bank_id] = step.ledger
             decisions.extend(step.decisions)
-        await emit(decisions)  # acknowledged before the ledgers move on (module docstring, "Ordering")
-        for bank_id, (before, partition) in first.items():
-            ledgers.put(before, working[bank_id], partition)  # an idle tick changes nothing and writes nothing
-        await ledger_writes.settle()
+        with phase(NAME, "emit"):
+            await emit(decisions)  # acknowledged before the ledgers move on (module docstring, "Ordering")
+        with phase(NAME, "settle"):
+            for bank_id, (before, partition) in first.items():
+                ledgers.put(before, working[bank_id], partition)  # an idle tick changes nothing and writes nothing
+            await ledger_writes.settle()

@@ -4,8 +4,9 @@ Every partition of every topic below is read from its first offset to its end, b
 (services.topic_snapshot: no consumer group, nothing committed). A topic that does not exist yet reads
 as empty.
 
-Inputs: kbri.enrollments.raw, bank.payments.raw (raw), enrollments.v1, payments.v1 (canonical).
-Outputs: members.v1, core.member-records.v1, reconciliation.exceptions.v1 and every dlq.<stage>.
+Inputs: kbri.enrollments.raw, bank.payments.raw, bank.statements.raw (raw), enrollments.v1, payments.v1,
+statement-entries.v1 (canonical). Outputs: members.v1, core.member-records.v1, reconciliation.exceptions.v1,
+reconciliation.statements.v1 (statement decisions, JSON) and every dlq.<stage>.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import httpx
 from confluent_kafka import KafkaException, Message
+from pydantic import ValidationError
 
 from services.avro import AvroCodec, AvroError, RegistryClient, load_schemas
 from services.catalogue import (
@@ -28,26 +31,34 @@ from services.catalogue import (
     MEMBERS,
     PAYMENTS,
     PAYMENTS_RAW,
+    STATEMENT_DECISIONS,
+    STATEMENT_ENTRIES,
+    STATEMENTS_RAW,
 )
 from services.config import Settings
+from services.domain.statement_match import Decision
 from services.domain.verification import (
     DeadLetterFact,
+    DecisionFact,
     EnrollmentFact,
     ExceptionFact,
     Inputs,
     PaymentFact,
     RawFact,
     RecordFact,
+    StatementEntryFact,
     VerificationReport,
+    decision_fact,
     restrict,
 )
 from services.domain.verification import verify as judge
 from services.topic_snapshot import read_to_end
 
-RAW_TOPICS = (ENROLLMENTS_RAW.name, PAYMENTS_RAW.name)
+RAW_TOPICS = (ENROLLMENTS_RAW.name, PAYMENTS_RAW.name, STATEMENTS_RAW.name)
 RECORD_TOPICS = (MEMBERS.name, CORE_MEMBER_RECORDS.name)
 DLQ_TOPICS = tuple(spec.name for spec in DEAD_LETTERS)
 EVENT_ID_HEADER = "sinergi-event-id"
+ENTRY_ID_HEADER = "sinergi-entry-id"  # a statement entry's id (connectors/statement_ingest.py)
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 69
 
 
@@ -93,9 +104,33 @@ def _record(topic: str, value: dict[str, Any], body: bytes) -> RecordFact:
     )
 
 
+def _entry(datum: dict[str, Any]) -> StatementEntryFact:
+    booked = datum["booking_date"]
+    refs = (datum.get("bank_ref"), datum.get("end_to_end_id"), datum.get("customer_ref"))
+    return StatementEntryFact(
+        entry_id=datum["entry_id"],
+        bank_id=datum["bank_id"],
+        direction=str(datum["direction"]),
+        booking_date=booked if isinstance(booked, date) else date.fromisoformat(str(booked)),
+        references=tuple(str(r) for r in refs if r),
+    )
+
+
+def _payment(datum: dict[str, Any]) -> PaymentFact:
+    refs = (datum.get("payment_request_id"), datum.get("partner_reference_no"))
+    return PaymentFact(
+        datum["event_id"],
+        datum["participant_id"],
+        int(datum["amount_idr"]),
+        bank_id=str(datum.get("bank_id") or ""),
+        references=tuple(str(r) for r in refs if r),
+    )
+
+
 def collect(bootstrap: str, decode: Callable[[bytes], tuple[str, dict[str, Any]]], timeout_s: float = 10.0) -> Inputs:
     """The facts on the topics. A canonical or output value that does not decode is counted (undecodable),
     not skipped silently: it is itself a defect."""
+    as_of = datetime.now(UTC)  # before reading: an entry is overdue only if it already was when the read began
     payments: list[PaymentFact] = []
     enrollments: list[EnrollmentFact] = []
     raw: list[RawFact] = []
@@ -103,7 +138,18 @@ def collect(bootstrap: str, decode: Callable[[bytes], tuple[str, dict[str, Any]]
     exceptions: list[ExceptionFact] = []
     dead: list[DeadLetterFact] = []
     undecodable: list[str] = []
-    topics = (*RAW_TOPICS, ENROLLMENTS.name, PAYMENTS.name, *RECORD_TOPICS, EXCEPTIONS.name, *DLQ_TOPICS)
+    entries: list[StatementEntryFact] = []
+    decisions: list[DecisionFact] = []
+    topics = (
+        *RAW_TOPICS,
+        ENROLLMENTS.name,
+        PAYMENTS.name,
+        STATEMENT_ENTRIES.name,
+        *RECORD_TOPICS,
+        EXCEPTIONS.name,
+        STATEMENT_DECISIONS.name,
+        *DLQ_TOPICS,
+    )
     for msg in read_topics(bootstrap, topics, timeout_s):
         topic, value = str(msg.topic()), msg.value()
         headers = _headers(msg)
@@ -117,22 +163,32 @@ def collect(bootstrap: str, decode: Callable[[bytes], tuple[str, dict[str, Any]]
                     source_offset=int(_text(headers, "dlq-source-offset") or -1),
                     event_id=_text(headers, EVENT_ID_HEADER),
                     key=_key(msg),
+                    entry_id=_text(headers, ENTRY_ID_HEADER),
                 )
             )
             continue
         if topic in RAW_TOPICS:
             where = (int(msg.partition() or 0), int(msg.offset() or 0))
-            raw.append(RawFact(topic, *where, _text(headers, EVENT_ID_HEADER), _key(msg)))
+            id_header = ENTRY_ID_HEADER if topic == STATEMENTS_RAW.name else EVENT_ID_HEADER
+            raw.append(RawFact(topic, *where, _text(headers, id_header), _key(msg)))
             continue
         if not value:
             continue  # a tombstone
+        if topic == STATEMENT_DECISIONS.name:  # JSON, not Avro (services.reconcile_statements.decision_value)
+            try:
+                decisions.append(decision_fact(Decision.model_validate_json(value)))
+            except ValidationError:
+                undecodable.append(_key(msg))
+            continue
         try:
             _, datum = decode(value)
         except AvroError:  # counted, never fatal to a verification
             undecodable.append(_key(msg))
             continue
         if topic == PAYMENTS.name:
-            payments.append(PaymentFact(datum["event_id"], datum["participant_id"], int(datum["amount_idr"])))
+            payments.append(_payment(datum))
+        elif topic == STATEMENT_ENTRIES.name:
+            entries.append(_entry(datum))
         elif topic == ENROLLMENTS.name:
             enrollments.append(EnrollmentFact(datum["event_id"], datum["participant_id"]))
         elif topic in RECORD_TOPICS:
@@ -157,6 +213,9 @@ def collect(bootstrap: str, decode: Callable[[bytes], tuple[str, dict[str, Any]]
         exceptions=tuple(exceptions),
         dead_letters=tuple(dead),
         undecodable=tuple(undecodable),
+        statement_entries=tuple(entries),
+        decisions=tuple(decisions),
+        as_of=as_of,
     )
     return facts
 
@@ -173,15 +232,16 @@ def verify(
     *,
     participants: set[str] | None = None,
     event_ids: set[str] | None = None,
+    entry_ids: set[str] | None = None,
     timeout_s: float = 10.0,
     codec: Any = None,
 ) -> VerificationReport:
-    """Read the topics and judge them. ``participants`` / ``event_ids`` restrict the judgement to that
-    traffic (a test sharing a broker); both None: everything on the topics."""
+    """Read the topics and judge them. ``participants`` / ``event_ids`` / ``entry_ids`` (statement entries)
+    restrict the judgement to that traffic (a test sharing a broker); all None: everything on the topics."""
     reader = codec if codec is not None else reading_codec(registry_url)
     facts = collect(bootstrap, reader.decode, timeout_s)
-    if participants is not None or event_ids is not None:
-        facts = restrict(facts, participants or (), event_ids or ())
+    if participants is not None or event_ids is not None or entry_ids is not None:
+        facts = restrict(facts, participants or (), event_ids or (), entry_ids or ())
     return judge(facts)
 
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -288,6 +288,14 @@ class AppliedReversal(_Frozen):
     amount_idr: int
 
 
+RECENT_EXCEPTIONS = 16  # exceptions a state remembers with their cause, to re-send on a redelivery
+
+
+class RecentException(_Frozen):
+    cause: str  # the event whose decision raised it
+    exception: ReconciliationException
+
+
 class MemberState(_Frozen):
     participant_id: str
     status: MemberStatus | None = None  # None: PENDING_ENROLLMENT (payments held, no enrollment yet)
@@ -309,6 +317,11 @@ class MemberState(_Frozen):
     lineage: tuple[LineageEntry, ...] = ()  # decision log of the current bill, up to the current version
     coverage_periods: tuple[coverage.CoverPeriod, ...] = ()
     lapse_on: date | None = None  # first uncovered day if the worker has not embarked by then
+    # The last exceptions and the event that caused each. A worker may die after storing a state and before the
+    # exceptions it raised reached Kafka; the redelivered event is then recognised as applied and its exceptions
+    # are sent again from here (same exception_id: consumers drop what they have). An exception-only outcome
+    # (an unknown VA) has no member record to re-send, so without this it was lost (the crash test found one).
+    recent_exceptions: tuple[RecentException, ...] = ()
 
     @property
     def status_name(self) -> str:
@@ -446,6 +459,21 @@ def _entry(
     return LineageEntry(
         event_id=event_id, kind=kind.value, outcome=outcome, amount_idr=amount, status=state.status_name, at=at
     )
+
+
+def _remembered(decision: Decision, cause: str) -> Decision:
+    if decision.new_state is None or not decision.exceptions:
+        return decision
+    added = tuple(RecentException(cause=cause, exception=e) for e in decision.exceptions)
+    kept = (*decision.new_state.recent_exceptions, *added)[-RECENT_EXCEPTIONS:]
+    return replace(decision, new_state=decision.new_state.model_copy(update={"recent_exceptions": kept}))
+
+
+def exceptions_caused_by(state: MemberState | None, event_id: str) -> list[ReconciliationException]:
+    """The exceptions an applied event raised, as first sent, while the state still remembers them."""
+    if state is None:
+        return []
+    return [r.exception for r in state.recent_exceptions if r.cause == event_id]
 
 
 def current_record(state: MemberState | None) -> MemberRecord | None:
@@ -698,9 +726,10 @@ def on_payment(
             return Decision(outcome=DUPLICATE_NOTIFICATION)
     base = state if state is not None else MemberState(participant_id=pid)
     try:
-        return _on_payment(base, payment, policy, fx_reference)
+        decision = _on_payment(base, payment, policy, fx_reference)
     except _IllegalTransition as exc:
-        return _refused_as_illegal(base, eid, exc)
+        decision = _refused_as_illegal(base, eid, exc)
+    return _remembered(decision, eid)
 
 
 def _on_payment(
@@ -779,9 +808,10 @@ def on_enrollment(
             return Decision(outcome=DUPLICATE_EVENT)
     base = state if state is not None else MemberState(participant_id=pid)
     try:
-        return _on_enrollment(base, enrollment, tariff, bill_validity_days, policy)
+        decision = _on_enrollment(base, enrollment, tariff, bill_validity_days, policy)
     except _IllegalTransition as exc:
-        return _refused_as_illegal(base, eid, exc)
+        decision = _refused_as_illegal(base, eid, exc)
+    return _remembered(decision, eid)
 
 
 def _on_enrollment(
@@ -876,9 +906,10 @@ def on_reversal(state: MemberState | None, reversal: Reversal, *, policy: Reconc
             return Decision(outcome=DUPLICATE_EVENT)
     base = state if state is not None else MemberState(participant_id=pid)
     try:
-        return _on_reversal(base, reversal, policy)
+        decision = _on_reversal(base, reversal, policy)
     except _IllegalTransition as exc:
-        return _refused_as_illegal(base, eid, exc)
+        decision = _refused_as_illegal(base, eid, exc)
+    return _remembered(decision, eid)
 
 
 def _on_reversal(base: MemberState, reversal: Reversal, policy: ReconcilePolicy) -> Decision:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services import batches
 
@@ -82,3 +83,16 @@ async def test_a_batch_failing_while_it_finishes_after_a_cancellation_ends_the_p
     with pytest.raises(Exited):
         await runner
     assert exits == [batches.EXIT_BATCH_FAILED]
+
+
+def test_a_phase_is_timed_into_the_batch_histogram_even_when_it_raises() -> None:
+    def count() -> float:
+        value = REGISTRY.get_sample_value("sinergi_stage_batch_seconds_count", {"stage": "t", "phase": "emit"})
+        return value or 0.0
+
+    before = count()
+    with batches.phase("t", "emit"):
+        pass
+    with pytest.raises(RuntimeError), batches.phase("t", "emit"):
+        raise RuntimeError("refused")
+    assert count() == before + 2

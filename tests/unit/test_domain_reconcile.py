@@ -435,6 +435,31 @@ def test_unknown_va_is_not_credited() -> None:
     assert on_payment(d.new_state, wrong).is_empty
 
 
+def test_an_applied_event_redelivered_gets_its_exceptions_back_from_the_state() -> None:
+    # The worker may die after storing the state and before the exception reached Kafka: an exception-only
+    # outcome (unknown VA) has no member record to re-send, so the state keeps it with its cause.
+    wrong = payment("P1", 370_000).model_copy(update={"virtual_account_no": "   88001999999999999999999"})
+    d = on_payment(None, wrong)
+    assert d.new_state is not None
+    assert rc.exceptions_caused_by(d.new_state, wrong.event_id) == d.exceptions
+    assert rc.exceptions_caused_by(d.new_state, "another-event") == []
+    again = MemberState.from_json(json.loads(json.dumps(d.new_state.to_json())))  # through the changelog
+    assert on_payment(again, wrong).is_empty
+    assert rc.exceptions_caused_by(again, wrong.event_id) == d.exceptions
+    # bounded: only the latest RECENT_EXCEPTIONS are kept
+    state = d.new_state
+    for i in range(rc.RECENT_EXCEPTIONS + 3):
+        other = wrong.model_copy(update={"event_id": f"e{i}", "payment_request_id": f"R{i}"})
+        nxt = on_payment(state, other).new_state
+        assert nxt is not None
+        state = nxt
+    assert len(state.recent_exceptions) == rc.RECENT_EXCEPTIONS
+    assert rc.exceptions_caused_by(state, wrong.event_id) == []
+    assert [x.event_id for x in rc.exceptions_caused_by(state, f"e{rc.RECENT_EXCEPTIONS + 2}")] == [
+        f"e{rc.RECENT_EXCEPTIONS + 2}"
+    ]
+
+
 def test_payment_after_the_bill_expired_is_not_credited() -> None:
     s = enroll().new_state  # bill payable until 14 Sep 2025 (WIB)
     late = payment("P1", 370_000).model_copy(
@@ -469,7 +494,13 @@ def test_held_payment_ages_out_on_tick_at_its_own_deadline() -> None:
     late = enrollment(at=deadline + timedelta(days=1))
     via_tick = on_enrollment(d.new_state, late, TARIFF, VALIDITY, policy=policy)
     lazily = on_enrollment(held, late, TARIFF, VALIDITY, policy=policy)
-    assert via_tick.new_state == lazily.new_state and via_tick.records == lazily.records
+    # Same member state either way; only the re-send memory differs (lazily, the event that applied the
+    # deadline is the exceptions' cause; a tick has no event to redeliver).
+    assert via_tick.new_state is not None and lazily.new_state is not None
+    assert via_tick.new_state.model_copy(update={"recent_exceptions": ()}) == lazily.new_state.model_copy(
+        update={"recent_exceptions": ()}
+    )
+    assert via_tick.records == lazily.records
     assert lazily.exceptions == [x]
     assert lazily.records[0].paid_amount_idr == 0 and lazily.records[0].status == MemberStatus.AWAITING_PAYMENT
 
@@ -728,7 +759,12 @@ def test_unknown_status_is_an_illegal_transition_not_a_silent_change() -> None:
     [x] = d.exceptions
     assert (x.reason, x.event_id) == ("ILLEGAL_TRANSITION", p.event_id)
     assert "UNKNOWN x PAYMENT" in x.detail
-    assert d.new_state == odd.model_copy(update={"seen_event_ids": (*odd.seen_event_ids, p.event_id)})
+    assert d.new_state == odd.model_copy(
+        update={
+            "seen_event_ids": (*odd.seen_event_ids, p.event_id),
+            "recent_exceptions": (rc.RecentException(cause=p.event_id, exception=x),),  # nothing else changed
+        }
+    )
     assert on_payment(d.new_state, p).is_empty
 
 

@@ -94,14 +94,19 @@ class Killer:
 
 
 def verified(
-    hub: Supervisor, participants: set[str], done: Callable[[VerificationReport], bool], deadline_s: float
+    hub: Supervisor,
+    participants: set[str],
+    done: Callable[[VerificationReport], bool],
+    deadline_s: float,
+    entry_ids: set[str] | None = None,
 ) -> VerificationReport:
-    """Poll the verifier over ``participants`` until ``done(report)`` holds; the last report either way."""
+    """Poll the verifier over ``participants`` (and the statement entries ``entry_ids``) until ``done(report)``
+    holds; the last report either way."""
     url = hub.env["SINERGI_SCHEMA_REGISTRY_URL"]
     codec = reading_codec(url)
     deadline = time.monotonic() + deadline_s
     while True:
-        report = verify(hub.bootstrap, url, participants=participants, codec=codec, timeout_s=20.0)
+        report = verify(hub.bootstrap, url, participants=participants, entry_ids=entry_ids, codec=codec, timeout_s=20.0)
         if done(report):
             return report
         if time.monotonic() > deadline:

@@ -112,6 +112,9 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     # One per writer: the agent and the timer interleave at await points, and one's settle() must not take
     # (and so skip waiting for) the other's unacknowledged writes.
     writes, tick_writes = DurableWrites(members), DurableWrites(members)
+    # And they take turns: a batch's writes go to the changelog only at its settle(), so a tick that read a state
+    # the batch had put but not yet sent could have its newer write overtaken by the batch's older one.
+    state_turn = asyncio.Lock()
     batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
 
     async def decide(event: faust.EventT) -> tuple[MemberState | None, Decision, str] | None:
@@ -157,6 +160,10 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             await run_to_the_end(NAME, reconcile_batch(events))
 
     async def reconcile_batch(events: list[faust.EventT]) -> None:
+        async with state_turn:
+            await decide_settle_emit(events)
+
+    async def decide_settle_emit(events: list[faust.EventT]) -> None:
         decided = []
         with phase(NAME, "decide"):
             for event in events:
@@ -180,22 +187,26 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         book.retain(lambda k: partition_of(k, partitions) in owned)
         keys = [k for k in list(members.keys()) if partition_of(k, partitions) in owned]
         for key in cursor.take(keys, TICK_MAX_STATES):
-            stored = members.get(key)
-            if not stored:
-                continue
-            state = MemberState.from_json(orjson.loads(stored))
-            book.update(key, state)
-            if not has_deadline(state):
-                continue
-            decision = on_tick(state, now, policy=policy)
-            if decision.new_state is None:
-                continue
-            # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
-            tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
-            await tick_writes.settle()
-            book.update(key, decision.new_state)
-            await emit(decision)
+            async with state_turn:
+                await tick_one(key, now)
         book.publish(now)
+
+    async def tick_one(key: bytes, now: datetime) -> None:
+        stored = members.get(key)
+        if not stored:
+            return
+        state = MemberState.from_json(orjson.loads(stored))
+        book.update(key, state)
+        if not has_deadline(state):
+            return
+        decision = on_tick(state, now, policy=policy)
+        if decision.new_state is None:
+            return
+        # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
+        tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
+        await tick_writes.settle()
+        book.update(key, decision.new_state)
+        await emit(decision)
 
 
 def policy_of(ctx: ServiceContext) -> ReconcilePolicy:

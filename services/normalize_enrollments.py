@@ -13,7 +13,7 @@ from services.catalogue import ENROLLMENTS, ENROLLMENTS_RAW
 from services.context import ServiceContext
 from services.domain.enrollment import normalize_enrollment
 from services.domain.models import Enrollment
-from services.stage import Stage, header_str
+from services.stage import Stage, batch_of, header_str
 
 NAME = "normalize_enrollments"
 
@@ -43,4 +43,4 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
 
     @app.agent(topic(app, ENROLLMENTS_RAW.name), name=NAME)
     async def normalize(stream: faust.StreamT) -> None:
-        await stage.normalize_each(stream, ENROLLMENTS, ctx.codec, partial(convert, ctx))
+        await stage.normalize_batches(stream, ENROLLMENTS, ctx.codec, partial(convert, ctx), batch_of(ctx))

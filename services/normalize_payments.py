@@ -13,7 +13,7 @@ from services.context import ServiceContext
 from services.domain.errors import Rejected
 from services.domain.models import Payment
 from services.domain.payment import normalize_payment
-from services.stage import Stage, header_str
+from services.stage import Stage, batch_of, header_str
 
 NAME = "normalize_payments"
 
@@ -37,4 +37,4 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
 
     @app.agent(topic(app, PAYMENTS_RAW.name), name=NAME)
     async def normalize(stream: faust.StreamT) -> None:
-        await stage.normalize_each(stream, PAYMENTS, ctx.codec, convert)
+        await stage.normalize_batches(stream, PAYMENTS, ctx.codec, convert, batch_of(ctx))

@@ -42,6 +42,7 @@ from services.domain.reconcile import (
     on_tick,
 )
 from services.durable_table import DurableWrites
+from services.outbox import Outbox
 from services.stage import Stage
 
 NAME = "reconcile"
@@ -85,21 +86,21 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     cursor = TickCursor()
     partitions = ctx.settings.kafka_partitions
 
-    async def emit(decision: Decision) -> None:
+    def emit(decision: Decision, outbox: Outbox) -> None:
         for record in decision.records:
-            await stage.send(
+            outbox.add(
                 MEMBERS.name,
-                key=record.participant_id.encode(),
-                value=ctx.codec.encode("sinergi.MemberRecord", record),
-                headers=[("sinergi-record-id", record.record_id.encode())],
+                record.participant_id.encode(),
+                ctx.codec.encode("sinergi.MemberRecord", record),
+                [("sinergi-record-id", record.record_id.encode())],
             )
             metrics.RECONCILE_OUTCOMES.labels(f"MEMBER_{record.status.value}").inc()
             stage.observe_latency(record.updated_at)
         for exc_record in decision.exceptions:
-            await stage.send(
+            outbox.add(
                 EXCEPTIONS.name,
-                key=exc_record.participant_id.encode(),
-                value=ctx.codec.encode("sinergi.ReconciliationException", exc_record),
+                exc_record.participant_id.encode(),
+                ctx.codec.encode("sinergi.ReconciliationException", exc_record),
             )
             metrics.RECONCILE_OUTCOMES.labels(exc_record.reason).inc()
 
@@ -135,7 +136,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
         return state, decision, event_id
 
-    async def publish(key: bytes, state: MemberState | None, decision: Decision, event_id: str) -> None:
+    def publish(key: bytes, state: MemberState | None, decision: Decision, event_id: str, outbox: Outbox) -> None:
         if decision.new_state is not None:
             observe_matches(state, decision)
             book.update(key, decision.new_state)
@@ -148,7 +149,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             decision = Decision(
                 records=[again] if again is not None else [], exceptions=exceptions_caused_by(state, event_id)
             )
-        await emit(decision)
+        emit(decision, outbox)
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:
@@ -173,8 +174,10 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         with phase(NAME, "settle"):
             await writes.settle()
         with phase(NAME, "emit"):
+            outbox = Outbox(app, NAME)
             for key, state, decision, event_id in decided:
-                await publish(key, state, decision, event_id)
+                publish(key, state, decision, event_id, outbox)
+            await outbox.send()
 
     @app.timer(TICK_INTERVAL_S, on_leader=False)
     async def tick() -> None:
@@ -206,7 +209,9 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
         await tick_writes.settle()
         book.update(key, decision.new_state)
-        await emit(decision)
+        outbox = Outbox(app, NAME)
+        emit(decision, outbox)
+        await outbox.send()
 
 
 def policy_of(ctx: ServiceContext) -> ReconcilePolicy:

@@ -19,9 +19,11 @@ import orjson
 
 from services import metrics
 from services.app import topic
+from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import TopicSpec, dlq
 from services.domain.errors import Rejected
 from services.domain.models import Enrollment, Payment
+from services.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,11 @@ def received_at(headers: Mapping[str, bytes], fallback_ms: float | None = None) 
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
+def batch_of(ctx: Any) -> tuple[int, float]:
+    """A stage's batch bound from the settings: (events, seconds)."""
+    return ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
+
 class Stage:
     def __init__(self, app: faust.App, name: str) -> None:
         self.app = app
@@ -84,6 +91,18 @@ class Stage:
             self.app._crash(exc)
 
     async def dead_letter(self, event: faust.EventT, reason: str, message: str, schema_id: int | None = None) -> None:
+        key, value, headers = self._dead_letter_record(event, reason, message, schema_id)
+        self._watch(await self._dlq.send(key=key, value=value, headers=headers))
+
+    def dead_letter_into(
+        self, outbox: Outbox, event: faust.EventT, reason: str, message: str, schema_id: int | None = None
+    ) -> None:
+        """As dead_letter, for a batch: the record leaves with the batch's other outputs."""
+        outbox.add(self._dlq.get_topic_name(), *self._dead_letter_record(event, reason, message, schema_id))
+
+    def _dead_letter_record(
+        self, event: faust.EventT, reason: str, message: str, schema_id: int | None
+    ) -> tuple[bytes | None, bytes, Headers]:
         msg = event.message
         original = header_map(msg.headers)
         headers: Headers = [(k, v) for k, v in original.items() if not k.startswith("dlq-")]
@@ -100,7 +119,6 @@ class Stage:
             headers.append(("dlq-schema-id", str(schema_id).encode()))
         value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
         key = msg.key if isinstance(msg.key, bytes) or msg.key is None else bytes(msg.key)
-        self._watch(await self._dlq.send(key=key, value=value, headers=headers))
         metrics.DEAD_LETTERS.labels(self.name, reason).inc()
         log.warning(
             "dead-lettered %s/%s@%s reason=%s",
@@ -109,48 +127,79 @@ class Stage:
             msg.offset,
             reason,
         )
+        return key, value, headers
 
-    async def normalize_each(
+    async def normalize_batches(
         self,
         stream: faust.StreamT,
         out: TopicSpec,
         codec: Any,
         convert: Callable[[dict[str, Any], dict[str, bytes], datetime], Canonical],
+        batch: tuple[int, float],
     ) -> None:
         """The normalizers' loop: raw JSON in, one canonical Avro record out, anything refused dead-lettered.
 
-        `convert(body, headers, received_at)` is the one domain call; it raises Rejected for bad input.
+        `convert(body, headers, received_at)` is the one domain call; it raises Rejected for bad input. A batch
+        of up to `batch` = (events, seconds) is converted, then its outputs leave as record batches and are
+        acknowledged before the batch's inputs can be committed.
         """
-        for_schema = out.value_schema or ""
-        async for event in stream.events():
-            self.consumed(event)
-            msg = event.message
-            headers = header_map(msg.headers)
-            accepted = received_at(headers, msg.timestamp * 1000 if msg.timestamp else None)
-            try:
-                body = orjson.loads(msg.value)
-                if not isinstance(body, dict):
-                    raise Rejected("INVALID_JSON", None, "body is not a JSON object")
-                record = convert(body, headers, accepted)
-            except orjson.JSONDecodeError:
-                await self.dead_letter(event, "INVALID_JSON", "value is not valid JSON")
-                continue
-            except Rejected as rejected:
-                await self.dead_letter(event, rejected.reason, str(rejected))
-                continue
-            except Exception as exc:  # never crash the worker on one record
-                await self.dead_letter(event, "UNEXPECTED", type(exc).__name__)
-                continue
-            await self.send(
-                out.name,
-                key=record.participant_id.encode(),
-                value=codec.encode(for_schema, record),
-                headers=[
-                    ("sinergi-event-id", record.event_id.encode()),
-                    ("sinergi-received-at", accepted.isoformat().encode()),
-                ],
-            )
+        async for events in batches_of(stream, self.name, *batch):
+            await run_to_the_end(self.name, self._normalize_batch(events, out, codec, convert))
+
+    async def _normalize_batch(
+        self,
+        events: list[faust.EventT],
+        out: TopicSpec,
+        codec: Any,
+        convert: Callable[[dict[str, Any], dict[str, bytes], datetime], Canonical],
+    ) -> None:
+        outbox = Outbox(self.app, self.name)
+        accepted_at: list[datetime] = []
+        with phase(self.name, "decide"):
+            for event in events:
+                self.consumed(event)
+                converted = self._convert(event, codec, out.value_schema or "", convert, outbox)
+                if converted is not None:
+                    outbox.add(out.name, *converted[:3])
+                    accepted_at.append(converted[3])
+        with phase(self.name, "emit"):
+            await outbox.send()
+        for accepted in accepted_at:
             self.observe_latency(accepted)
+
+    def _convert(
+        self,
+        event: faust.EventT,
+        codec: Any,
+        schema: str,
+        convert: Callable[[dict[str, Any], dict[str, bytes], datetime], Canonical],
+        outbox: Outbox,
+    ) -> tuple[bytes, bytes, Headers, datetime] | None:
+        msg = event.message
+        headers = header_map(msg.headers)
+        accepted = received_at(headers, msg.timestamp * 1000 if msg.timestamp else None)
+        try:
+            body = orjson.loads(msg.value or b"")
+            if not isinstance(body, dict):
+                raise Rejected("INVALID_JSON", None, "body is not a JSON object")
+            record = convert(body, headers, accepted)
+        except orjson.JSONDecodeError:
+            self.dead_letter_into(outbox, event, "INVALID_JSON", "value is not valid JSON")
+            return None
+        except Rejected as rejected:
+            self.dead_letter_into(outbox, event, rejected.reason, str(rejected))
+            return None
+        except Exception as exc:  # never crash the worker on one record
+            self.dead_letter_into(outbox, event, "UNEXPECTED", type(exc).__name__)
+            return None
+        # Outside the try: an encoder that cannot reach the schema registry is no fault of the record; the batch
+        # fails and is redone after the restart.
+        value = codec.encode(schema, record)
+        out_headers: Headers = [
+            ("sinergi-event-id", record.event_id.encode()),
+            ("sinergi-received-at", accepted.isoformat().encode()),
+        ]
+        return record.participant_id.encode(), value, out_headers, accepted
 
     def consumed(self, event: faust.EventT) -> None:
         metrics.EVENTS_IN.labels(self.name, event.message.topic).inc()

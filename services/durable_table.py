@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.acks import acknowledged, send_lingering_now
+from services.acks import acknowledged
+from services.outbox import Record, send_record_batches
 
 Write = tuple[int, bytes, bytes | None]
 
@@ -50,11 +51,27 @@ class DurableWrites:
         writes, self._unsent = self._unsent, []
         if not writes:
             return
-        last = {partition: i for i, (partition, _, _) in enumerate(writes)}
-        pending = [await self._send(*w) for i, w in enumerate(writes) if last[w[0]] != i]
         app = getattr(self.table, "app", None)
-        send_lingering_now(app)  # the open batches close: each partition's last write cannot join them
-        pending += [await self._send_alone(*writes[i]) for i in last.values()]
+        producer = getattr(getattr(app, "producer", None), "_producer", None)
+        if producer is None or not hasattr(producer, "send_batch"):  # not aiokafka (a test double)
+            await acknowledged(app, [await self._send(*w) for w in writes])
+            return
+        by_partition: dict[int, list[Record]] = {}
+        for partition, key, value in writes:
+            by_partition.setdefault(partition, []).append((key, value, ()))
+        note = getattr(self.table, "note_changelog_write", None)  # GET /state's bookkeeping (worker_health.py)
+        if note is not None:
+            for partition, key, value in writes:
+                note(key, value, partition)
+        # Closed batches, so nothing else joins them: first every partition's head, then each partition's last
+        # write alone (aiokafka submits it once the head left), two requests per settle whatever the partitions.
+        topic = self.table.changelog_topic.get_topic_name()
+        pending: list[asyncio.Future[Any]] = []
+        for partition, records in by_partition.items():
+            if len(records) > 1:
+                pending += await send_record_batches(producer, topic, records[:-1], partition)
+        for partition, records in by_partition.items():
+            pending += await send_record_batches(producer, topic, records[-1:], partition)
         await acknowledged(app, pending)
 
     async def _send(self, partition: int, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
@@ -66,21 +83,4 @@ class DurableWrites:
             value_serializer=self.table.value_serializer,
             callback=self.table._on_changelog_sent,  # keeps a persistent store's offsets, as Table.send_changelog
         )
-        return future
-
-    async def _send_alone(self, partition: int, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
-        # The app's own aiokafka producer: same connection, same acks. add_batch waits until the partition's
-        # previous batch is on its way, so this record is a batch of its own. No _on_changelog_sent callback:
-        # the hub's tables are memory tables, which keep no persisted offsets.
-        producer = getattr(getattr(getattr(self.table, "app", None), "producer", None), "_producer", None)
-        if producer is None:  # not an aiokafka producer (a test double): an ordinary send
-            return await self._send(partition, key, value)
-        batch = producer.create_batch()
-        batch.append(key=key, value=value, timestamp=None)
-        batch.close()
-        topic = self.table.changelog_topic.get_topic_name()
-        future: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-        note = getattr(self.table, "note_changelog_write", None)  # GET /state's bookkeeping (worker_health.py)
-        if note is not None:
-            note(key, value, partition)
         return future

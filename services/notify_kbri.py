@@ -35,7 +35,6 @@ import orjson
 from pydantic import ValidationError
 
 from services import metrics
-from services.acks import acknowledged
 from services.app import topic
 from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import CORE_CASE_UPDATES, MEMBERS, dlq, office_updates_topic
@@ -53,6 +52,7 @@ from services.domain.office_updates import (
     rejection_update,
 )
 from services.durable_table import DurableWrites
+from services.outbox import Outbox
 from services.stage import Stage, header_map, header_str
 
 NAME = "notify_kbri"
@@ -279,12 +279,11 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     async def forward_all(planned: list[Planned]) -> None:
         """Send a batch's updates in order and wait for Kafka's acknowledgement of all of them (one round trip
         per batch, not per update); raises what Kafka raised (services/batches.py ends the process)."""
-        pending = [
-            await stage.out(p.out.topic).send(key=p.out.key, value=p.out.value, headers=p.out.headers) for p in planned
-        ]
-        await acknowledged(app, pending)
+        outbox = Outbox(app, NAME)
         for p in planned:
-            metrics.EVENTS_OUT.labels(NAME, p.out.topic).inc()
+            outbox.add(p.out.topic, p.out.key, p.out.value, p.out.headers)
+        await outbox.send()
+        for p in planned:
             metrics.OFFICE_UPDATES_OUT.labels(p.out.update.office, p.out.update.type.value).inc()
             if p.updated_at is not None:
                 stage.observe_latency(p.updated_at)

@@ -49,7 +49,7 @@ class Outbox:
             if producer is None or not hasattr(producer, "send_batch"):
                 pending += [await self._send_one_by_one(topic, key, value, headers) for key, value, headers in records]
             else:
-                pending += await _send_batches(producer, topic, records)
+                pending += await send_record_batches(producer, topic, records)
             metrics.EVENTS_OUT.labels(self.stage, topic).inc(len(records))
         await acknowledged(self.app, pending)
 
@@ -62,28 +62,32 @@ class Outbox:
         return future
 
 
-async def _send_batches(producer: Any, topic: str, records: list[Record]) -> list[asyncio.Future[Any]]:
+async def send_record_batches(
+    producer: Any, topic: str, records: Sequence[Record], partition: int | None = None
+) -> list[asyncio.Future[Any]]:
+    """Submit ``records`` as closed record batches of ``producer`` (aiokafka), to ``partition`` or, when None, to
+    each key's partition by the producer's partitioner; returns the futures of their acknowledgements."""
     await producer.client._wait_on_metadata(topic)
     by_partition: dict[int, list[Record]] = {}
     for record in records:
         key, value, _ = record
-        partition = producer._partition(topic, None, None, None, key, value)
-        by_partition.setdefault(partition, []).append(record)
+        p = partition if partition is not None else producer._partition(topic, None, None, None, key, value)
+        by_partition.setdefault(p, []).append(record)
     pending: list[asyncio.Future[Any]] = []
-    for partition, in_partition in by_partition.items():
+    for p, in_partition in by_partition.items():
         batch = producer.create_batch()
         for key, value, headers in in_partition:
             if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                 continue
             if batch.record_count():
                 batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                pending.append(await producer.send_batch(batch, topic, partition=p))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                     continue
             # Larger than a whole batch: the producer's own path knows the request size limit and says so.
-            pending.append(await producer.send(topic, value=value, key=key, partition=partition, headers=list(headers)))
+            pending.append(await producer.send(topic, value=value, key=key, partition=p, headers=list(headers)))
         if batch.record_count():
             batch.close()
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
+            pending.append(await producer.send_batch(batch, topic, partition=p))
     return pending

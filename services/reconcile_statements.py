@@ -37,7 +37,6 @@ from typing import Any
 import faust
 
 from services import metrics
-from services.acks import acknowledged
 from services.app import topic
 from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import (
@@ -66,6 +65,7 @@ from services.domain.statement_match import (
 )
 from services.durable_table import DurableWrites
 from services.ledger_table import LedgerTable
+from services.outbox import Outbox
 from services.stage import Stage, header_map
 
 NAME = "reconcile_statements"
@@ -130,9 +130,6 @@ def close_due(ledger: BankLedger, now: datetime, grace: timedelta | None = None)
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
     by_bank = topic(app, STATEMENTS_BY_BANK.name)
-    decisions_out = topic(app, STATEMENT_DECISIONS.name)
-    exceptions_out = topic(app, EXCEPTIONS.name)
-    reversals_out = topic(app, REVERSALS.name)
     reversal_schema = REVERSALS.value_schema or "sinergi.Reversal"
     exception_schema = EXCEPTIONS.value_schema or "sinergi.ReconciliationException"
     table = app.Table(
@@ -151,19 +148,26 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         value_serializer="raw",
     )
 
+    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+
     @app.agent(topic(app, PAYMENTS.name), name=REKEY_NAME)
     async def rekey(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for events in batches_of(stream, REKEY_NAME, batch_max, batch_within):
+            await run_to_the_end(REKEY_NAME, rekey_batch(events))
+
+    async def rekey_batch(events: list[faust.EventT]) -> None:
+        outbox = Outbox(app, NAME)
+        for event in events:
             stage.consumed(event)
             value = event.message.value
             try:
                 bank_id = ctx.codec.decode_model(value, Payment).bank_id
             except Exception as exc:  # undecodable: dead-letter, keep going
-                await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
+                stage.dead_letter_into(outbox, event, dlq_reason(exc), type(exc).__name__)
                 continue
-            await stage.send(
-                STATEMENTS_BY_BANK.name, key=bank_id.encode(), value=value, headers=[(KIND_HEADER, KIND_PAYMENT)]
-            )
+            outbox.add(STATEMENTS_BY_BANK.name, bank_id.encode(), value, [(KIND_HEADER, KIND_PAYMENT)])
+        with phase(REKEY_NAME, "emit"):
+            await outbox.send()
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
@@ -183,21 +187,18 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         ledgers.forget()
 
     async def emit(decisions: Iterable[Decision]) -> None:
-        pending = []
+        outbox = Outbox(app, NAME)
         for d in decisions:
-            pending.append(await decisions_out.send(key=d.bank_id.encode(), value=decision_value(d)))
+            outbox.add(STATEMENT_DECISIONS.name, d.bank_id.encode(), decision_value(d))
             record = exception_of(d)
             if record is not None:
-                value = ctx.codec.encode(exception_schema, record)
-                pending.append(await exceptions_out.send(key=record.participant_id.encode(), value=value))
+                outbox.add(EXCEPTIONS.name, record.participant_id.encode(), ctx.codec.encode(exception_schema, record))
             reversal = reversal_of(d)
             if reversal is not None:  # the member goes back: keyed like its other events, same partition
                 value = ctx.codec.encode(reversal_schema, reversal)
-                pending.append(await reversals_out.send(key=reversal.participant_id.encode(), value=value))
+                outbox.add(REVERSALS.name, reversal.participant_id.encode(), value)
             metrics.STATEMENT_DECISIONS.labels(d.bank_id, d.kind.value).inc()
-        await acknowledged(app, pending)  # raises when Kafka refused: the caller crashes before the ledger is written
-
-    batch_max, batch_within = ctx.settings.stage_batch_max, ctx.settings.stage_batch_within_ms / 1000.0
+        await outbox.send()  # raises when Kafka refused: the caller crashes before the ledger is written
 
     @app.agent(source, name=NAME)
     async def reconcile(stream: faust.StreamT) -> None:

@@ -64,10 +64,12 @@ def decimals(precision: int, scale: int, *, minimum: int | None = None) -> st.Se
     lo = -limit if minimum is None else minimum
 
     def spell(unscaled: int, places: int) -> Decimal:
+        # Built from a string, which is exact: scaleb() rounds to the context's 28 digits, and a decimal(30)
+        # value came out with a digit too many.
         cut = scale - places
         if unscaled % 10**cut == 0:
-            return Decimal(unscaled // 10**cut).scaleb(-places)
-        return Decimal(unscaled).scaleb(-scale)
+            return Decimal(f"{unscaled // 10**cut}E-{places}")
+        return Decimal(f"{unscaled}E-{scale}")
 
     return st.builds(spell, st.integers(lo, limit), st.integers(0, scale))
 

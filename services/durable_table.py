@@ -53,8 +53,10 @@ class DurableWrites:
             return
         app = getattr(self.table, "app", None)
         producer = getattr(getattr(app, "producer", None), "_producer", None)
-        if producer is None or not hasattr(producer, "send_batch"):  # not aiokafka (a test double)
-            await acknowledged(app, [await self._send(*w) for w in writes])
+        if producer is None or not hasattr(producer, "send_batch"):  # not aiokafka (a test double): same order
+            last = {partition: i for i, (partition, _, _) in enumerate(writes)}
+            ordered = [w for i, w in enumerate(writes) if last[w[0]] != i] + [writes[i] for i in last.values()]
+            await acknowledged(app, [await self._send(*w) for w in ordered])
             return
         by_partition: dict[int, list[Record]] = {}
         for partition, key, value in writes:

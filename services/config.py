@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     stage_batch_max: int = Field(
         500,
         gt=0,
-        description="events the reconciler and notify_kbri take at once: the batch's state changes (the "
-        "reconciler) or updates (notify_kbri) are acknowledged by Kafka together before anything derived is sent",
+        description="events a stream processor takes at once: the batch's outputs leave as record batches and are "
+        "acknowledged together (the reconciler's state changes before anything derived from them is sent)",
     )
     stage_batch_within_ms: int = Field(
         20, ge=1, description="how long a stage waits to fill a batch: the latency a trickle of events pays"

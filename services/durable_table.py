@@ -36,6 +36,10 @@ class DurableWrites:
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Apply locally now; the changelog write (to the input's partition, as Faust does) goes at settle()."""
+        if value is not None:
+            # A tight copy: orjson's output keeps its over-allocated buffer (a 464-byte value held 4 KiB), and a
+            # memory table holds every value for good: 8.8 KiB per member in the reconciler before this.
+            value = bytes(memoryview(value))
         if value is None:
             self.table.data.pop(key, None)
         else:

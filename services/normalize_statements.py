@@ -7,8 +7,8 @@ what was emitted; the same file imported twice, or a record redelivered after a 
 The mark is written only after Kafka acknowledged the output. The other order could lose an entry: a worker
 killed after the changelog write but before the output left would, on restart, find the redelivered record
 "seen" and drop it. This order can at worst emit an entry twice (killed between the acknowledgement and
-the mark), and the entry id is deterministic, so a consumer can still tell. Waiting for each
-acknowledgement costs throughput, which an end-of-day statement can afford.
+the mark), and the entry id is deterministic, so a consumer can still tell. A batch of entries is sent and
+acknowledged at once, then its marks are written (services/durable_table.py).
 
 Anything invalid goes to dlq.normalize_statements with a reason: INVALID_JSON, AMOUNT_FORMAT (amount not
 a decimal string: never through a float), INVALID_ENTRY (the StatementEntry contract; the message names
@@ -17,7 +17,6 @@ fields only), UNKNOWN_BANK / BANK_MISMATCH (the entry's bank is not configured, 
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -28,15 +27,15 @@ import orjson
 from pydantic import ValidationError
 
 from services import metrics
-from services.acks import acknowledged
 from services.app import topic
+from services.batches import batches_of, phase, run_to_the_end
 from services.catalogue import STATEMENT_ENTRIES, STATEMENTS_RAW
 from services.context import ServiceContext
 from services.domain.errors import Rejected
 from services.domain.models import StatementEntry
-from services.stage import Stage, header_map, header_str, received_at
-
-log = logging.getLogger(__name__)
+from services.durable_table import DurableWrites
+from services.outbox import Outbox
+from services.stage import Stage, batch_of, header_map, header_str, received_at
 
 NAME = "normalize_statements"
 SEEN_TABLE = "statement_entries_seen"
@@ -84,7 +83,6 @@ def entry_from_raw(value: bytes, bank_header: str, banks: Mapping[str, Any]) -> 
 
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
-    out = topic(app, STATEMENT_ENTRIES.name)
     schema = STATEMENT_ENTRIES.value_schema or "sinergi.StatementEntry"
     seen = app.Table(
         SEEN_TABLE,
@@ -94,38 +92,52 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         value_type=bytes,
     )
 
+    marks = DurableWrites(seen)
+    batch = batch_of(ctx)
+
     @app.agent(topic(app, STATEMENTS_RAW.name), name=NAME)
     async def normalize(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            stage.consumed(event)
-            msg = event.message
-            headers = header_map(msg.headers)
-            try:
-                entry = entry_from_raw(msg.value, header_str(headers, "sinergi-bank"), ctx.banks)
-                value = ctx.codec.encode(schema, entry)
-            except Rejected as rejected:
-                await stage.dead_letter(event, rejected.reason, str(rejected))
-                continue
-            except Exception as exc:  # never crash the worker on one record
-                await stage.dead_letter(event, "UNENCODABLE", type(exc).__name__)
-                continue
-            key = entry.entry_id.encode()
-            if seen.get(key) is not None:
-                metrics.STATEMENT_DUPLICATES.labels(entry.bank_id).inc()
-                continue
-            file_id = headers.get("sinergi-file-id", b"")
-            pending = await out.send(
-                key=entry.bank_id.encode(),
-                value=value,
-                headers=[("sinergi-entry-id", key), ("sinergi-file-id", file_id)],
-            )
-            try:
-                await acknowledged(app, [pending])
-            except Exception as exc:
-                # Kafka refused the output: crash like every stage, so that the input is processed again.
-                log.error("stage %s: Kafka refused an output (%s); crashing so the input is redone", NAME, exc)
-                app._crash(exc)
-                return
-            seen[key] = file_id or b"-"
-            metrics.EVENTS_OUT.labels(NAME, STATEMENT_ENTRIES.name).inc()
-            stage.observe_latency(received_at(headers, msg.timestamp * 1000 if msg.timestamp else None))
+        async for events in batches_of(stream, NAME, *batch):
+            await run_to_the_end(NAME, normalize_batch(events))
+
+    async def normalize_batch(events: list[faust.EventT]) -> None:
+        outbox = Outbox(app, NAME)
+        emitted: dict[bytes, tuple[int, bytes]] = {}  # entry id -> (input partition, file id): marks to write
+        accepted_at = []
+        with phase(NAME, "decide"):
+            for event in events:
+                stage.consumed(event)
+                msg = event.message
+                headers = header_map(msg.headers)
+                try:
+                    entry = entry_from_raw(msg.value or b"", header_str(headers, "sinergi-bank"), ctx.banks)
+                    value = ctx.codec.encode(schema, entry)
+                except Rejected as rejected:
+                    stage.dead_letter_into(outbox, event, rejected.reason, str(rejected))
+                    continue
+                except Exception as exc:  # never crash the worker on one record
+                    stage.dead_letter_into(outbox, event, "UNENCODABLE", type(exc).__name__)
+                    continue
+                key = entry.entry_id.encode()
+                if key in emitted or seen.get(key) is not None:
+                    metrics.STATEMENT_DUPLICATES.labels(entry.bank_id).inc()
+                    continue
+                file_id = headers.get("sinergi-file-id", b"")
+                outbox.add(
+                    STATEMENT_ENTRIES.name,
+                    entry.bank_id.encode(),
+                    value,
+                    [("sinergi-entry-id", key), ("sinergi-file-id", file_id)],
+                )
+                emitted[key] = (msg.partition, file_id or b"-")
+                accepted_at.append(received_at(headers, msg.timestamp * 1000 if msg.timestamp else None))
+        with phase(NAME, "emit"):
+            await outbox.send()  # raises when Kafka refused: services/batches.py ends the worker before any mark
+        # Marked only once Kafka took the entries (module docstring); to the input's changelog partition, as Faust
+        # would write it.
+        for key, (partition, file_id) in emitted.items():
+            marks.put(partition, key, file_id)
+        with phase(NAME, "settle"):
+            await marks.settle()
+        for accepted in accepted_at:
+            stage.observe_latency(accepted)

@@ -322,7 +322,9 @@ class IngestResult(Protocol):
 
     accepted: int
     per_core_rate: float
-    p99_ms: float
+    p99_ms: float  # closed loop, at saturation
+    open_rate: float  # the open loop's rate below saturation (0: not run)
+    open_p99_ms: float  # from each request's due time: the p99 target 3 names
     problems: list[str]
 
     def lines(self) -> list[str]: ...
@@ -345,8 +347,11 @@ def target3_row(ingest: IngestResult | None) -> TargetRow:
     wanted = f"≥ {TARGET3_PER_CORE:,.0f}/s per core, p99 ≤ {TARGET3_P99_MS:.0f} ms"
     if ingest is None or ingest.accepted == 0:
         return TargetRow(3, "partner ingest", "not available", wanted, NOT_MEASURED)
-    met = ingest.per_core_rate >= TARGET3_PER_CORE and ingest.p99_ms <= TARGET3_P99_MS
-    measured = f"{ingest.per_core_rate:,.0f}/s per core, p99 {ingest.p99_ms:,.1f} ms"
+    # The p99 the target names is the open loop's (a fixed rate below saturation, from each request's due time); the
+    # closed loop's p99 is queueing at saturation, printed with (d).
+    p99, at = ingest.open_p99_ms, ingest.open_rate
+    met = ingest.per_core_rate >= TARGET3_PER_CORE and p99 <= TARGET3_P99_MS
+    measured = f"{ingest.per_core_rate:,.0f}/s per core; p99 {p99:,.1f} ms at {at:,.0f}/s (open loop)"
     return TargetRow(3, "partner ingest", measured, wanted, MET if met else NOT_MET)
 
 

@@ -38,7 +38,26 @@ def serve_api(which: str, settings: Settings, bootstrap: str) -> None:
         # inquiry and the feed go on, so a registry outage must not take the pod out of the load balancer.
         app, port = create_kbri_app(settings, producer, ctx=ctx), settings.kbri_api_port
     _mount_metrics(app)
+    calm_garbage_collector()
     uvicorn.run(app, host=settings.http_host, port=port, log_level="warning", access_log=False)
+
+
+def calm_garbage_collector() -> None:
+    """Fewer, not longer, collector pauses on the request path.
+
+    Under load the bank API ran a full collection every 2-3 s, each scanning the whole growing heap (idempotency
+    answers, the member book) for 27 to 92 ms and freeing almost nothing: that was the notifications' p99. What
+    exists at start (imports, app, settings) is frozen out of every scan, and young collections run less often;
+    the reference cycles a request leaves still die in the young generations.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython's default 700)
 
 
 def serve_registry(settings: Settings) -> None:

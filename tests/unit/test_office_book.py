@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import time
+import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -136,11 +138,11 @@ def test_the_feed_is_the_office_topic_in_offset_order_paged_by_limit() -> None:
     book = book_with(*((KL, offset, u) for offset, u in enumerate(updates)))
 
     first = book.page(KL, None, 2)
-    assert [u.sequence for u in first.updates] == [1, 2] and first.has_more and first.next == 2
+    assert [u.sequence for u in first.models()] == [1, 2] and first.has_more and first.next == 2
     second = book.page(KL, first.next, 2)
-    assert [u.sequence for u in second.updates] == [3, 4] and second.has_more
+    assert [u.sequence for u in second.models()] == [3, 4] and second.has_more
     last = book.page(KL, second.next, 2)
-    assert [u.sequence for u in last.updates] == [5] and not last.has_more and last.next == 5
+    assert [u.sequence for u in last.models()] == [5] and not last.has_more and last.next == 5
     # Nothing new: the same cursor again, an empty page.
     idle = book.page(KL, last.next, 2)
     assert idle.updates == () and idle.next == 5 and not idle.has_more
@@ -150,13 +152,13 @@ def test_a_record_read_again_after_a_reconnect_is_held_once() -> None:
     book = book_with((KL, 0, member_update(KL, CUST_A, 1)), (KL, 1, member_update(KL, CUST_A, 2)))
     assert not book.apply(KL, 1, member_update(KL, CUST_A, 2))
     assert not book.apply(KL, 0, member_update(KL, CUST_A, 1))
-    assert [u.sequence for u in book.page(KL, None, 10).updates] == [1, 2]
+    assert [u.sequence for u in book.page(KL, None, 10).models()] == [1, 2]
 
 
 def test_the_feed_is_bounded_and_an_older_cursor_expired() -> None:
     book = book_with(*((KL, i, member_update(KL, CUST_A, i + 1)) for i in range(10)), max_updates=4)
     page = book.page(KL, None, 100)
-    assert [u.sequence for u in page.updates] == [7, 8, 9, 10]  # the newest 4 of 10
+    assert [u.sequence for u in page.models()] == [7, 8, 9, 10]  # the newest 4 of 10
     assert book.page(KL, 6, 100).updates == page.updates  # the oldest held is still reachable
     with pytest.raises(CursorExpired):
         book.page(KL, 5, 100)  # offset 5 was dropped: the office would silently miss it
@@ -167,7 +169,7 @@ def test_the_feed_is_bounded_and_an_older_cursor_expired() -> None:
 def test_a_topic_whose_beginning_was_deleted_expires_older_cursors() -> None:
     # Retention removed offsets 0..99: the first record read is at 100.
     book = book_with((KL, 100, member_update(KL, CUST_A, 1)))
-    assert [u.sequence for u in book.page(KL, 100, 10).updates] == [1]
+    assert [u.sequence for u in book.page(KL, 100, 10).models()] == [1]
     with pytest.raises(CursorExpired):
         book.page(KL, 99, 10)
 
@@ -186,10 +188,10 @@ def test_skipped_records_are_passed_over_and_never_served() -> None:
     book.apply(KL, 2, member_update(KL, CUST_A, 2))
     book.skip(KL, 3, Skip.INVALID_UPDATE)
     page = book.page(KL, 1, 10)
-    assert [u.sequence for u in page.updates] == [2]
+    assert [u.sequence for u in page.models()] == [2]
     assert page.next == 4  # past the trailing skipped record too
     first = book.page(KL, 0, 1)
-    assert [u.sequence for u in first.updates] == [1] and first.has_more
+    assert [u.sequence for u in first.models()] == [1] and first.has_more
     assert first.next == 2  # more to come: the next held update, the skipped one in between passed over
 
 
@@ -210,8 +212,8 @@ def test_each_office_reads_only_its_own_topic() -> None:
         (JB, 0, member_update(JB, CUST_B, 1)),
         (JB, 1, case_update(JB, "jb-case-1", 1)),
     )
-    assert {u.office for u in book.page(KL, None, 10).updates} == {KL}
-    assert [u.subject for u in book.page(JB, None, 10).updates] == [CUST_B, "jb-case-1"]
+    assert {u.office for u in book.page(KL, None, 10).models()} == {KL}
+    assert [u.subject for u in book.page(JB, None, 10).models()] == [CUST_B, "jb-case-1"]
 
 
 def test_an_update_for_another_office_on_an_office_topic_is_never_held() -> None:
@@ -262,7 +264,7 @@ def test_a_member_whose_newer_version_belongs_to_another_office_leaves_the_first
     held = book.member(JB, CUST_A)
     assert held is not None and held.view.version == 2
     # KL's feed still has its own history.
-    assert [u.sequence for u in book.page(KL, None, 10).updates] == [1]
+    assert [u.sequence for u in book.page(KL, None, 10).models()] == [1]
 
 
 def test_readiness_is_set_by_the_loader_only() -> None:
@@ -391,8 +393,8 @@ async def test_reader_loads_every_office_topic_with_headers_and_becomes_ready() 
     await reader.start()
     try:
         await _until(lambda: book.ready, "ready")
-        assert [u.sequence for u in book.page(KL, None, 10).updates] == [1, 2, 3]
-        assert [u.subject for u in book.page(JB, None, 10).updates] == [CUST_B, "c-1"]  # the bad record skipped
+        assert [u.sequence for u in book.page(KL, None, 10).models()] == [1, 2, 3]
+        assert [u.subject for u in book.page(JB, None, 10).models()] == [CUST_B, "c-1"]  # the bad record skipped
         assert book.member_by_passport_key(JB, key) is not None
     finally:
         await reader.close()
@@ -436,3 +438,33 @@ def test_a_partitioned_office_topic_is_a_layout_error() -> None:
     consumer = FakeConsumer({_topic(KL): []}, end={_topic(KL): 0}, partitions={_topic(KL): {0, 1, 2}})
     with pytest.raises(TopicLayoutError):
         reader._partitions(consumer)  # type: ignore[arg-type]
+
+
+# --- what a held update costs ---------------------------------------------------------------------------------
+def test_the_feed_serves_each_update_exactly_as_it_was_read() -> None:
+    updates = [member_update(KL, CUST_A, 1), case_update(KL, "case-1", 1), member_update(KL, CUST_A, 2, "ACTIVE")]
+    book = book_with(*((KL, offset, u) for offset, u in enumerate(updates)))
+    assert book.page(KL, None, 10).models() == updates
+    held = book.member(KL, CUST_A)
+    assert held is not None and held.view == updates[2].member and held.version == 2
+
+
+def test_a_held_update_costs_its_json_not_a_model() -> None:
+    # A validated OfficeUpdate with its member view is about 4.3 KB; its JSON about 0.7 KB. A book of a million
+    # members and their updates must be held as the latter.
+    count = 2_000
+    records = [member_update(KL, f"{i:018d}", 1).model_dump_json().encode() for i in range(count)]
+    document_size = len(records[0])
+    book = OfficeBook([KL], count)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for offset, record in enumerate(records):  # as the reader does: each record parsed, applied, let go
+            book.apply(KL, offset, OfficeUpdate.model_validate_json(record))
+        gc.collect()
+        per_update = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert len(book) == count
+    assert per_update < document_size + 600, per_update  # the document, its member entry, the deque slot

@@ -802,7 +802,7 @@ def _read_outputs(
 ) -> tuple[list[RecordFact], list[ExceptionFact], list[float]]:
     """Every record of the run's members and exceptions topics, and every output's producer timestamp (s)."""
     from services.topic_snapshot import read_to_end
-    from services.verify import _record
+    from services.verify import exception_fact, record_fact
 
     members, exceptions = specs[MEMBERS.name].name, specs[EXCEPTIONS.name].name
     records: list[RecordFact] = []
@@ -817,19 +817,9 @@ def _read_outputs(
             stamps.append(stamp / 1000.0)
         _, datum = codec.decode(value)
         if msg.topic() == members:
-            records.append(_record(members, datum, value))
+            records.append(record_fact(members, datum, value))
         else:
-            amount = datum.get("amount_idr")
-            raised.append(
-                ExceptionFact(
-                    exception_id=datum["exception_id"],
-                    participant_id=datum["participant_id"],
-                    reason=datum["reason"],
-                    event_id=datum["event_id"],
-                    amount_idr=int(amount) if amount is not None else None,
-                    related_event_id=datum.get("related_event_id"),
-                )
-            )
+            raised.append(exception_fact(datum))
     return records, raised, stamps
 
 

@@ -86,7 +86,7 @@ def _key(msg: Message) -> str:
     return key.decode("utf-8", "replace") if isinstance(key, bytes) else ""
 
 
-def _record(topic: str, value: dict[str, Any], body: bytes) -> RecordFact:
+def record_fact(topic: str, value: dict[str, Any], body: bytes) -> RecordFact:
     issued = value["bill_issued_at"]
     return RecordFact(
         topic=topic,
@@ -101,6 +101,18 @@ def _record(topic: str, value: dict[str, Any], body: bytes) -> RecordFact:
         reversal_event_ids=tuple(value.get("reversal_event_ids") or ()),
         # The Avro body without the schema id: identical records re-emitted give identical bytes.
         fingerprint=hashlib.sha256(body[5:]).hexdigest(),
+    )
+
+
+def exception_fact(datum: dict[str, Any]) -> ExceptionFact:
+    amount = datum.get("amount_idr")
+    return ExceptionFact(
+        exception_id=datum["exception_id"],
+        participant_id=datum["participant_id"],
+        reason=datum["reason"],
+        event_id=datum["event_id"],
+        amount_idr=int(amount) if amount is not None else None,
+        related_event_id=datum.get("related_event_id"),
     )
 
 
@@ -192,19 +204,9 @@ def collect(bootstrap: str, decode: Callable[[bytes], tuple[str, dict[str, Any]]
         elif topic == ENROLLMENTS.name:
             enrollments.append(EnrollmentFact(datum["event_id"], datum["participant_id"]))
         elif topic in RECORD_TOPICS:
-            records.append(_record(topic, datum, value))
+            records.append(record_fact(topic, datum, value))
         elif topic == EXCEPTIONS.name:
-            amount = datum.get("amount_idr")
-            exceptions.append(
-                ExceptionFact(
-                    exception_id=datum["exception_id"],
-                    participant_id=datum["participant_id"],
-                    reason=datum["reason"],
-                    event_id=datum["event_id"],
-                    amount_idr=int(amount) if amount is not None else None,
-                    related_event_id=datum.get("related_event_id"),
-                )
-            )
+            exceptions.append(exception_fact(datum))
     facts = Inputs(
         payments=tuple(payments),
         enrollments=tuple(enrollments),

@@ -10,14 +10,12 @@ compared with a speed.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
+from served import loopback_socket, served
 
 from connectors.bank.app import create_bank_app
 from connectors.bank.payment import H_EVENT_ID, H_EXTERNAL_ID
@@ -43,26 +41,11 @@ class InProcessHub:
 def served_bank(monkeypatch) -> Iterator[tuple[InProcessHub, InMemoryProducer]]:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # a free port, held by us until uvicorn takes the socket over
+    sock = loopback_socket()
     settings = Settings().model_copy(update={"bank_api_port": sock.getsockname()[1], "http_host": "127.0.0.1"})
     producer = InMemoryProducer()
-    app = create_bank_app(settings, producer)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited before it started"
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.01)
-    try:
+    with served(create_bank_app(settings, producer), sock):
         yield InProcessHub(settings), producer
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.mark.timeout(60)

@@ -4,9 +4,6 @@ decoding our codec's bytes over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -14,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from served import loopback_socket, served
 
 from connectors.registry.app import SchemaStore, create_registry_app, preload
 from services.avro import (
@@ -272,26 +269,10 @@ def served_registry(monkeypatch) -> Iterator[tuple[str, SchemaStore]]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     store = SchemaStore()
     preload(store, SCHEMAS_DIR)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # a free port, held by us until uvicorn takes the socket over
+    sock = loopback_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_registry_app(store), log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited before it started"
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.01)
-    try:
+    with served(create_registry_app(store), sock, lifespan="off"):
         yield f"http://127.0.0.1:{port}", store
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 async def test_stock_confluent_client_decodes_our_bytes(served_registry):

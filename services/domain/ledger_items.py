@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from services.domain.layered_map import LayeredMap
 from services.domain.statement_match import BankLedger
 
 SEP = "\x1f"
@@ -27,6 +28,7 @@ CLOSED_DAYS = "closed_days"
 JOURNAL = "~journal"
 
 Change = tuple[str, Any]  # (item key, JSON value or None for "deleted")
+_ABSENT: Any = object()
 
 
 def prefix(bank_id: str) -> str:
@@ -76,11 +78,22 @@ def changes(before: BankLedger, after: BankLedger) -> list[Change]:
         new: Mapping[str, Any] = getattr(after, name)
         if old is new:
             continue
-        for item_id, value in new.items():
-            previous = old.get(item_id)
-            if previous is not value and previous != value:
+        # Layered collections of one lineage differ only where their overlays do: no walk over every item.
+        keys = old.changed_keys(new) if isinstance(old, LayeredMap) and isinstance(new, LayeredMap) else None
+        if keys is None:
+            for item_id, value in new.items():
+                previous = old.get(item_id)
+                if previous is not value and previous != value:
+                    upserts.append((item_key(bank, name, item_id), _dump(value)))
+            deletes.extend((item_key(bank, name, i), None) for i in old.keys() - new.keys())
+            continue
+        for item_id in keys:
+            value, previous = new.get(item_id, _ABSENT), old.get(item_id, _ABSENT)
+            if value is _ABSENT:
+                if previous is not _ABSENT:
+                    deletes.append((item_key(bank, name, item_id), None))
+            elif previous is not value and previous != value:
                 upserts.append((item_key(bank, name, item_id), _dump(value)))
-        deletes.extend((item_key(bank, name, i), None) for i in old.keys() - new.keys())
     out = upserts + sorted(deletes)
     if before.closed_days != after.closed_days:
         out.append((closed_days_key(bank), [d.isoformat() for d in after.closed_days]))

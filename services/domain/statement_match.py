@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.domain.dates import WIB, require_aware, wib_date
 from services.domain.identity import PARTNER_SERVICE_ID_LEN, event_uuid
+from services.domain.layered_map import LayeredMap
 from services.domain.models import EntryDetailStatus, EntryDirection, Payment, Reversal, StatementEntry
 
 IDR = "IDR"
@@ -287,6 +288,9 @@ class Settlement(_Frozen):
 
 
 class BankLedger(_Frozen):
+    """A bank's ledger. A step's ledger holds :class:`LayeredMap` objects where the fields say dict (set without
+    validation, by ``model_copy``): they read, compare and serialize (``to_json``) as the dicts they stand for."""
+
     bank_id: str
     open_payments: dict[str, NotifiedPayment] = Field(default_factory=dict)  # without an entry, by event id
     open_entries: dict[str, BookedEntry] = Field(default_factory=dict)  # credits without a payment, by entry id
@@ -305,7 +309,8 @@ class BankLedger(_Frozen):
         return business_date in self.closed_days
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        plain = {name: dict(value) for name, value in self.__dict__.items() if isinstance(value, LayeredMap)}
+        return self.model_copy(update=plain).model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BankLedger:
@@ -395,10 +400,11 @@ class _Work:
         self.open_payments = dict(ledger.open_payments)
         self.open_entries = dict(ledger.open_entries)
         self.debits = dict(ledger.debits)
-        self.settled = dict(ledger.settled)
+        # These three grow with every input for the days kept: layered, so a step does not copy them whole.
+        self.settled = LayeredMap.over(ledger.settled)
         self.reversed = dict(ledger.reversed)
-        self.seen_events = dict(ledger.seen_events)
-        self.seen_entries = dict(ledger.seen_entries)
+        self.seen_events = LayeredMap.over(ledger.seen_events)
+        self.seen_entries = LayeredMap.over(ledger.seen_entries)
         self.closed = set(ledger.closed_days)
         self.decisions: list[Decision] = []
 

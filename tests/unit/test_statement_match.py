@@ -770,3 +770,27 @@ def test_closing_days_early_still_decides_every_input_once(
     assert_each_input_decided_once(payments, entries, decisions)
     assert all(p.break_id for p in ledger.open_payments.values())
     assert all(e.break_id for e in ledger.open_entries.values())
+
+
+def test_a_step_does_not_copy_what_the_ledger_holds() -> None:
+    # Settled payments and seen ids are kept for 8 days; a step that copied them cost O(items held) per input
+    # (1.4 ms per pair at 20,000 pairs in one bank, growing linearly). A step's peak allocation must not depend
+    # on that size.
+    import tracemalloc
+
+    ledger, _ = feed(
+        item
+        for i in range(4_000)
+        for item in (pay(f"BULK{i:06d}", customer=f"{i:018d}"), entry(f"BULK{i:06d}", line_no=i + 1))
+    )
+    assert len(ledger.settled) == 4_000 and len(ledger.seen_entries) >= 4_000
+    payment, credit = pay("ONEMORE", customer="9" * 18), entry("ONEMORE", line_no=99_999)
+    tracemalloc.start()
+    try:
+        step = apply_payment(ledger, payment)
+        step = apply_entry(step.ledger, credit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kinds(step.decisions) == [K.MATCHED_BY_REF]
+    assert peak < 100_000, peak  # copying the collections alone took more than 400 KB

@@ -1,0 +1,97 @@
+"""A mapping that is cheap to copy: a shared base dict nobody modifies, and a small overlay of its own.
+
+The statement ledger's steps are pure (each returns a new ledger and leaves its input as it was), and its
+collections of settled payments and seen ids grow with every input for the 8 days they are kept. Copying them
+as dicts on every input made an input cost O(items held): a payment + entry pair took 0.36 ms at 5,000 pairs in
+one bank, 1.43 ms at 20,000, and a backlog of a year is far more. A :class:`LayeredMap` is copied with
+:meth:`fork`: the base is shared and only the overlay is copied; once the overlay is longer than about the
+square root of the base it is folded into a new base. A copy then costs O(√n) entries, amortized.
+
+Reads see the overlay first; a deletion is a tombstone in the overlay. Iteration is the base's keys in their
+order (an overwritten key keeps its place, as in a dict; a deleted and re-set one too, unlike a dict), then the
+keys only the overlay has. Nothing in the ledger depends on that order: its choices rank by ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from math import isqrt
+from typing import Any, TypeVar, cast
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_GONE: Any = object()  # an overlay value: the key was deleted
+_MISSING: Any = object()
+MIN_OVERLAY = 64  # below this an overlay is never folded: a small base is cheaper copied than layered
+
+
+class LayeredMap(MutableMapping[K, V]):
+    __slots__ = ("_base", "_top")
+
+    def __init__(self, base: Mapping[K, V] | None = None) -> None:
+        self._base: Mapping[K, V] = base if base is not None else {}  # shared with forks: never written
+        self._top: dict[K, V] = {}
+
+    @classmethod
+    def over(cls, mapping: Mapping[K, V]) -> LayeredMap[K, V]:
+        """A private copy of ``mapping`` to write to: a fork of a LayeredMap, else a layer over it."""
+        return mapping.fork() if isinstance(mapping, LayeredMap) else cls(mapping)
+
+    def fork(self) -> LayeredMap[K, V]:
+        twin: LayeredMap[K, V] = LayeredMap.__new__(LayeredMap)
+        if len(self._top) > max(MIN_OVERLAY, isqrt(len(self._base))):
+            twin._base, twin._top = dict(self.items()), {}
+        else:
+            twin._base, twin._top = self._base, dict(self._top)
+        return twin
+
+    def changed_keys(self, other: LayeredMap[K, V]) -> list[K] | None:
+        """The keys whose value may differ between the two maps (their overlays), or None when they do not
+        share a base (compare them whole)."""
+        if self._base is not other._base:
+            return None
+        return list(self._top) + [k for k in other._top if k not in self._top]
+
+    def __getitem__(self, key: K) -> V:
+        value = self._top.get(key, _MISSING)
+        if value is _MISSING:
+            return self._base[key]
+        if value is _GONE:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        value = self._top.get(cast(K, key), _MISSING)
+        if value is _MISSING:
+            return key in self._base
+        return value is not _GONE
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._top[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._top[key] = _GONE
+
+    def __iter__(self) -> Iterator[K]:
+        top = self._top
+        if not top:
+            yield from self._base
+            return
+        for key in self._base:
+            if top.get(key, _MISSING) is not _GONE:
+                yield key
+        for key, value in top.items():
+            if value is not _GONE and key not in self._base:
+                yield key
+
+    def __len__(self) -> int:
+        base = self._base
+        added = sum(1 for k, v in self._top.items() if v is not _GONE and k not in base)
+        removed = sum(1 for k, v in self._top.items() if v is _GONE and k in base)
+        return len(base) + added - removed
+
+    def __repr__(self) -> str:
+        return f"LayeredMap({dict(self.items())!r})"

@@ -1,0 +1,82 @@
+"""LayeredMap behaves as a dict, forks are independent, and a fork copies the overlay, not the base."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.domain import layered_map
+from services.domain.layered_map import LayeredMap
+
+KEYS = st.sampled_from([f"k{i}" for i in range(12)])
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, st.integers(0, 5)),
+        st.tuples(st.just("del"), KEYS, st.just(0)),
+        st.tuples(st.just("fork"), st.just(""), st.just(0)),
+    ),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.dictionaries(KEYS, st.integers(0, 5)), ops=OPS, min_overlay=st.sampled_from([0, 2, 64]))
+def test_it_is_a_dict_through_any_sequence_of_writes_and_forks(
+    base: dict[str, int], ops: list[tuple[str, str, int]], min_overlay: int
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layered_map, "MIN_OVERLAY", min_overlay)  # 0 and 2: folds happen within the run
+        check_against_a_dict(base, ops)
+
+
+def check_against_a_dict(base: dict[str, int], ops: list[tuple[str, str, int]]) -> None:
+    model = dict(base)
+    frozen_base = dict(base)
+    current = LayeredMap.over(base)
+    snapshots: list[tuple[LayeredMap[str, int], dict[str, int]]] = []
+    for op, key, value in ops:
+        if op == "set":
+            current[key] = value
+            model[key] = value
+        elif op == "del":
+            if key in model:
+                del current[key]
+                del model[key]
+            else:
+                with pytest.raises(KeyError):
+                    del current[key]
+        else:
+            snapshots.append((current, dict(model)))
+            current = current.fork()  # the old one is a snapshot from now on: never written again
+        assert (key in current) == (key in model)
+    if all(op != "del" for op, _, _ in ops):
+        assert list(current) == list(model)  # dict order, overwritten keys in place
+    assert sorted(current) == sorted(model)
+    assert dict(current.items()) == model and len(current) == len(model) and current == model
+    for snapshot, expected in snapshots:  # every fork left its parent as it was
+        assert dict(snapshot.items()) == expected and len(snapshot) == len(expected)
+    assert base == frozen_base  # the dict it was layered over was never written
+
+
+def test_changed_keys_are_the_overlays_while_the_base_is_shared() -> None:
+    one = LayeredMap.over({"a": 1, "b": 2})
+    one["c"] = 3
+    two = one.fork()
+    two["a"] = 10
+    del two["b"]
+    assert sorted(one.changed_keys(two) or []) == ["a", "b", "c"]  # c is in both overlays: compared, unchanged
+    assert LayeredMap.over({"a": 1}).changed_keys(two) is None  # another base: compare whole
+
+
+def test_a_fork_copies_the_overlay_not_the_base() -> None:
+    big = LayeredMap.over({f"k{i}": i for i in range(10_000)})
+    base = big._base
+    for i in range(50):
+        big = big.fork()
+        big[f"new{i}"] = i
+    assert big._base is base and len(big._top) == 50  # 50 forks: the 10,000-item base never copied
+    for i in range(50, 200):  # the overlay outgrows √10,000 = 100: folded once into a new base
+        big = big.fork()
+        big[f"new{i}"] = i
+    assert big._base is not base and len(big._top) < 100 and len(big) == 10_200

@@ -48,14 +48,14 @@ amounts only, never a name, an account or a VA number.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 from services.domain.dates import WIB, require_aware, wib_date
 from services.domain.identity import PARTNER_SERVICE_ID_LEN, event_uuid
@@ -127,8 +127,38 @@ def ageing_bucket(days: int) -> AgeingBucket:
     return AgeingBucket.OVER_7
 
 
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+_NO_KEYS: frozenset[str] = frozenset()
+
+
+def _keys(values: Iterable[str]) -> frozenset[str]:
+    """A derived key set; the empty one shared (a ledger holds many, 216 bytes each)."""
+    found = frozenset(values)
+    return found if found else _NO_KEYS
+
+
+# Sets the "before" validators derive: taken as they are (validating would copy each, and lose the shared empty one).
+_Derived = Annotated[frozenset[str], SkipValidation]
+
+
+def _share_fields_set(model: BaseModel) -> None:
+    # Pydantic gives every instance its own set of the field names it was given (728 bytes for 13 names) and a
+    # ledger holds two models per settled payment for 8 days. Instances given the same names share one set:
+    # it is never changed in place (these models are frozen, and model_copy copies it before adding names).
+    names = model.__pydantic_fields_set__
+    object.__setattr__(model, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(frozenset(names), names))
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_post_init(self, context: Any, /) -> None:
+        _share_fields_set(self)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        _share_fields_set(copied)
+        return copied
 
 
 class Decision(_Frozen):
@@ -181,8 +211,8 @@ class NotifiedPayment(_Frozen):
     business_date: date
     break_id: str | None = None  # the NOTIFIED_NOT_ON_STATEMENT decision while it stands
     # derived on validation (never serialized), so a scan over thousands of open items is set operations only
-    ref_keys: frozenset[str] = Field(default=frozenset(), exclude=True)
-    va_tokens: frozenset[str] = Field(default=frozenset(), exclude=True)
+    ref_keys: _Derived = Field(default=_NO_KEYS, exclude=True)
+    va_tokens: _Derived = Field(default=_NO_KEYS, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -196,8 +226,8 @@ class NotifiedPayment(_Frozen):
             tokens |= {"".join(va.split()), va[PARTNER_SERVICE_ID_LEN:].strip()}
         return {
             **data,
-            "ref_keys": frozenset(k for k in keys if k),
-            "va_tokens": frozenset(t for t in tokens if len(t) >= MIN_VA_DIGITS and t.isdigit()),
+            "ref_keys": _keys(k for k in keys if k),
+            "va_tokens": _keys(t for t in tokens if len(t) >= MIN_VA_DIGITS and t.isdigit()),
         }
 
     @classmethod
@@ -234,9 +264,9 @@ class BookedEntry(_Frozen):
     break_id: str | None = None  # the ON_STATEMENT_NOT_NOTIFIED decision while it stands
     # derived on validation, never serialized: references, digit runs long enough for a VA, and the
     # references plus narrative words (a correction names the transaction it corrects in its narrative)
-    ref_keys: frozenset[str] = Field(default=frozenset(), exclude=True)
-    digit_runs: frozenset[str] = Field(default=frozenset(), exclude=True)
-    words: frozenset[str] = Field(default=frozenset(), exclude=True)
+    ref_keys: _Derived = Field(default=_NO_KEYS, exclude=True)
+    digit_runs: _Derived = Field(default=_NO_KEYS, exclude=True)
+    words: _Derived = Field(default=_NO_KEYS, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -244,7 +274,7 @@ class BookedEntry(_Frozen):
         if not isinstance(data, dict):
             return data
         texts = [data.get(k) for k in ("bank_ref", "end_to_end_id", "customer_ref")]
-        refs = frozenset(k for k in map(_ref, texts) if k)
+        refs = _keys(k for k in map(_ref, texts) if k)
         narrative = data.get("narrative")
         runs = {run for t in [*texts, narrative] if isinstance(t, str) for run in _DIGITS.findall(t)}
         words = set(refs)
@@ -253,8 +283,8 @@ class BookedEntry(_Frozen):
         return {
             **data,
             "ref_keys": refs,
-            "digit_runs": frozenset(r for r in runs if len(r) >= MIN_VA_DIGITS),
-            "words": frozenset(words),
+            "digit_runs": _keys(r for r in runs if len(r) >= MIN_VA_DIGITS),
+            "words": _keys(words),
         }
 
     @classmethod
@@ -279,11 +309,34 @@ class BookedEntry(_Frozen):
         return self.value_date or self.booking_date
 
 
+class SettledCredit(_Frozen):
+    """What a reversal needs of the credit that settled a payment: its references and its money. A ledger
+    holds one per settled payment for 8 days, so not the whole entry (a third of the memory per pair)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")  # a settlement stored with the whole entry still loads
+
+    entry_id: str
+    bank_ref: str | None = None
+    customer_ref: str | None = None
+    amount: Decimal
+    currency: str
+
+    @classmethod
+    def of(cls, entry: BookedEntry) -> SettledCredit:
+        return cls(
+            entry_id=entry.entry_id,
+            bank_ref=entry.bank_ref,
+            customer_ref=entry.customer_ref,
+            amount=entry.amount,
+            currency=entry.currency,
+        )
+
+
 class Settlement(_Frozen):
     """A notification tied to its credit entry (matched or mismatched); kept so a later debit can reverse it."""
 
     payment: NotifiedPayment
-    entry: BookedEntry
+    entry: SettledCredit
     decision_id: str
 
 
@@ -507,8 +560,8 @@ class _Work:
         )
         self.open_payments.pop(p.event_id, None)
         self.open_entries.pop(e.entry_id, None)
-        clean_p, clean_e = p.model_copy(update={"break_id": None}), e.model_copy(update={"break_id": None})
-        self.settled[p.event_id] = Settlement(payment=clean_p, entry=clean_e, decision_id=decision_id)
+        clean_p = p.model_copy(update={"break_id": None})
+        self.settled[p.event_id] = Settlement(payment=clean_p, entry=SettledCredit.of(e), decision_id=decision_id)
         self.reverse_pending(clean_p)
 
     def break_payment(self, p: NotifiedPayment) -> None:

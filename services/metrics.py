@@ -146,6 +146,12 @@ STATEMENT_DECISIONS = Counter(
     "Statement reconciliation decisions by bank and kind (DUPLICATE: an input already in the ledger)",
     ["bank", "kind"],
 )
+STATEMENT_LEDGER_ITEMS = Gauge(
+    "sinergi_statement_ledger_items",
+    "Items a statement reconciler worker holds in its banks' ledgers, by collection: what its memory grows with "
+    "(settled payments and seen ids are kept 8 days, then pruned)",
+    ["bank", "collection"],
+)
 
 # --- read models (connectors) -----------------------------------------------------------------------
 READ_MODEL_RECORDS = Counter(

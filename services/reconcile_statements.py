@@ -50,6 +50,7 @@ from services.catalogue import (
 from services.context import ServiceContext
 from services.dlq import dlq_reason
 from services.domain.dates import wib_date
+from services.domain.ledger_items import COLLECTIONS
 from services.domain.models import Payment, ReconciliationException, StatementEntry
 from services.domain.statement_match import (
     BREAKS,
@@ -127,6 +128,12 @@ def close_due(ledger: BankLedger, now: datetime, grace: timedelta | None = None)
     return Step(prune(ledger, keep_from(now)), tuple(decisions))
 
 
+def report_size(ledger: BankLedger) -> None:
+    """The ledger's items per collection on the gauge (len of a layered collection costs its overlay only)."""
+    for collection in COLLECTIONS:
+        metrics.STATEMENT_LEDGER_ITEMS.labels(ledger.bank_id, collection).set(len(getattr(ledger, collection)))
+
+
 def register(app: faust.App, ctx: ServiceContext) -> None:
     stage = Stage(app, NAME)
     by_bank = topic(app, STATEMENTS_BY_BANK.name)
@@ -181,10 +188,12 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     def forget_on_revoke(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ledgers.forget()
+        metrics.STATEMENT_LEDGER_ITEMS.clear()  # a bank this worker no longer holds must not stay on its gauge
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     def forget_on_assign(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ledgers.forget()
+        metrics.STATEMENT_LEDGER_ITEMS.clear()
 
     async def emit(decisions: Iterable[Decision]) -> None:
         outbox = Outbox(app, NAME)
@@ -249,3 +258,5 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             for bank_id, (before, partition) in first.items():
                 ledgers.put(before, working[bank_id], partition)  # an idle tick changes nothing and writes nothing
             await ledger_writes.settle()
+        for bank_id in first:
+            report_size(working[bank_id])

@@ -13,7 +13,7 @@ from services.config import REPO_ROOT
 # Values of these are configured ids, enum members, reason codes or partition numbers: never a person.
 ALLOWED_LABELS = {
     "stage", "topic", "partition", "office", "bank", "partner", "reason", "outcome", "kind", "api",
-    "endpoint", "status", "type", "model", "format", "result", "submitter", "age", "phase",
+    "endpoint", "status", "type", "model", "format", "result", "submitter", "age", "phase", "collection",
 }  # fmt: skip
 
 ROW = re.compile(r"^\|\s*`(?P<name>sinergi_[a-z0-9_]+)`\s*\|\s*(?P<type>[a-z]+)\s*\|\s*(?P<labels>[^|]*)\|")

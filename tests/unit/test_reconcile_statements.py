@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+from prometheus_client import REGISTRY
 
 from services.domain.daily_report import build_report
 from services.domain.identity import event_uuid
@@ -23,6 +24,7 @@ from services.reconcile_statements import (
     exception_of,
     keep_from,
     parse_decision,
+    report_size,
 )
 from services.report_cli import decisions_of
 
@@ -190,3 +192,18 @@ def test_ledger_writes_go_to_the_partition_the_caller_names() -> None:
     again = DurableWrites(crashed)
     assert LedgerTable(crashed, again).get(BANK, partition=1) == two
     assert again.unsettled == len(changes(one, two)) and {p for p, _, _ in again._unsent} == {1}
+
+
+def test_the_ledger_size_gauge_follows_the_items_held_and_their_pruning() -> None:
+    def held(collection: str) -> float | None:
+        return REGISTRY.get_sample_value("sinergi_statement_ledger_items", {"bank": BANK, "collection": collection})
+
+    ledger = apply_payment(BankLedger.empty(BANK), pay("SIZE1")).ledger
+    ledger = apply_payment(ledger, pay("SIZE2")).ledger
+    ledger = apply_entry(ledger, entry("SIZE1")).ledger
+    report_size(ledger)
+    assert (held("settled"), held("open_payments"), held("seen_events"), held("seen_entries")) == (1, 1, 2, 2)
+    assert held("open_entries") == 0
+    # a day closed and KEEP_DAYS gone: the gauge shows the pruned ledger
+    report_size(close_due(ledger, datetime(2025, 7, 16, 5, 0, tzinfo=UTC) + timedelta(days=KEEP_DAYS + 1)).ledger)
+    assert (held("settled"), held("open_payments"), held("seen_events"), held("seen_entries")) == (0, 0, 0, 0)

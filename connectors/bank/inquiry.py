@@ -32,9 +32,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from connectors.bank.context import BankContext
@@ -59,6 +59,7 @@ from connectors.bank.inquiry_models import (
 )
 from connectors.bank.member_book import OpenBill, Refusal
 from connectors.bank.models import Amount, SnapError
+from connectors.bank.snap_headers import snap_headers
 from connectors.http_common import (
     RETRY_AFTER_S,
     HttpProblem,
@@ -300,24 +301,18 @@ def router(ctx: BankContext) -> APIRouter:
         response_model=VaInquiryResponse,
         responses=ERRORS,
         summary="VA inquiry (SNAP service 24): the outstanding bill of a virtual account",
+        openapi_extra=snap_headers(
+            external_id="Numeric, <= 36, unique per day",
+            timestamp="ISO-8601 with offset",
+            signature="Base64 HMAC-SHA512 over the request",
+        ),
     )
-    async def va_inquiry(
-        request: Request,
-        authorization: Annotated[str | None, Header(description="Bearer <B2B access token>")] = None,
-        x_partner_id: Annotated[str | None, Header(alias="X-PARTNER-ID", description="The bank id")] = None,
-        x_external_id: Annotated[
-            str | None, Header(alias="X-EXTERNAL-ID", description="Numeric, <= 36, unique per day")
-        ] = None,
-        x_timestamp: Annotated[str | None, Header(alias="X-TIMESTAMP", description="ISO-8601 with offset")] = None,
-        x_signature: Annotated[
-            str | None, Header(alias="X-SIGNATURE", description="Base64 HMAC-SHA512 over the request")
-        ] = None,
-        channel_id: Annotated[str | None, Header(alias="CHANNEL-ID", description="<= 5 characters")] = None,
-    ) -> Response:
-        # The header parameters document the contract; auth reads them from the request itself.
+    async def va_inquiry(request: Request) -> Response:
+        # The headers are documented above and read from the request (connectors/bank/snap_headers.py says why).
         obs = RequestObservation("bank", ENDPOINT)
+        headers = request.headers
         try:
-            result = await inquiry.handle(request, obs, x_external_id, channel_id)
+            result = await inquiry.handle(request, obs, headers.get("x-external-id"), headers.get("channel-id"))
         except SnapProblem as problem:
             if problem.status >= 500:
                 event(log, "inquiry unavailable", bank=obs.partner, reason=problem.reason)

@@ -46,9 +46,9 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from connectors.bank.auth import Authenticated
@@ -74,6 +74,7 @@ from connectors.bank.models import (
     VaPaymentResponse,
     VirtualAccountData,
 )
+from connectors.bank.snap_headers import snap_headers
 from connectors.http_common import (
     BROKER_UNAVAILABLE,
     RETRY_AFTER_S,
@@ -295,7 +296,6 @@ def router(ctx: BankContext) -> APIRouter:
     intake = PaymentIntake(ctx)
     api = APIRouter()
 
-    # The header parameters document the contract; authentication reads them from the request itself.
     @api.post(
         PATH,
         response_model=VaPaymentResponse,
@@ -305,22 +305,15 @@ def router(ctx: BankContext) -> APIRouter:
         "POST:/v1.0/transfer-va/payment:<token>:hex(sha256(minify(raw body))):X-TIMESTAMP)). "
         "X-EXTERNAL-ID is the idempotency key per bank and WIB day. A bank collecting in MYR, HKD, TWD or "
         "SGD sends paidAmount in that currency and additionalInfo.fxRate (IDR per unit, up to 6 decimals).",
+        openapi_extra=snap_headers(
+            external_id="Numeric, <= 36, unique per bank and WIB day",
+            timestamp="ISO-8601 with offset, within the allowed skew",
+            signature="Base64 HMAC-SHA512, see the description",
+        ),
     )
-    async def va_payment(
-        request: Request,
-        authorization: Annotated[str | None, Header(description="Bearer <B2B access token>")] = None,
-        x_partner_id: Annotated[str | None, Header(alias="X-PARTNER-ID", description="The bank id")] = None,
-        x_external_id: Annotated[
-            str | None, Header(alias="X-EXTERNAL-ID", description="Numeric, <= 36, unique per bank and WIB day")
-        ] = None,
-        x_timestamp: Annotated[
-            str | None, Header(alias="X-TIMESTAMP", description="ISO-8601 with offset, within the allowed skew")
-        ] = None,
-        x_signature: Annotated[
-            str | None, Header(alias="X-SIGNATURE", description="Base64 HMAC-SHA512, see the description")
-        ] = None,
-        channel_id: Annotated[str | None, Header(alias="CHANNEL-ID", description="<= 5 characters")] = None,
-    ) -> Response:
-        return await intake.handle(request, x_external_id, channel_id)
+    async def va_payment(request: Request) -> Response:
+        # The headers are documented above and read from the request (connectors/bank/snap_headers.py says why).
+        headers = request.headers
+        return await intake.handle(request, headers.get("x-external-id"), headers.get("channel-id"))
 
     return api

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Header
 
+from connectors.bank.snap_headers import header_parameter
 from connectors.bank.snap_signing import sign_transactional_hmac
 from connectors.kafka_edge import InMemoryProducer
 from services.config import DEV_BANK_SECRETS, Settings
@@ -373,3 +375,37 @@ async def test_openapi_and_health(bank_client: httpx.AsyncClient) -> None:
     names = {p["name"].lower() for p in op["parameters"]}
     assert {"authorization", "x-partner-id", "x-external-id", "x-timestamp", "x-signature", "channel-id"} <= names
     assert (await bank_client.get("/healthz")).json() == {"status": "ok"}
+
+
+def test_the_documented_snap_headers_are_what_fastapi_generates_for_header_parameters() -> None:
+    # The SNAP endpoints read their headers from the request (connectors/bank/snap_headers.py); their OpenAPI
+    # parameters must stay what FastAPI writes for a Header() parameter, so clients and schemathesis see no change.
+    probe = FastAPI()
+
+    @probe.post("/probe")
+    async def declared(
+        authorization: Annotated[str | None, Header(description="Bearer <B2B access token>")] = None,
+        x_partner_id: Annotated[str | None, Header(alias="X-PARTNER-ID", description="The bank id")] = None,
+    ) -> None:
+        return None
+
+    generated = probe.openapi()["paths"]["/probe"]["post"]["parameters"]
+    assert generated == [
+        header_parameter("authorization", "Bearer <B2B access token>"),
+        header_parameter("X-PARTNER-ID", "The bank id"),
+    ]
+
+
+async def test_the_snap_endpoints_document_their_six_headers(bank_client: httpx.AsyncClient) -> None:
+    spec = (await bank_client.get("/openapi.json")).json()
+    for path in ("/v1.0/transfer-va/payment", "/v1.0/transfer-va/inquiry"):
+        parameters = spec["paths"][path]["post"]["parameters"]
+        assert [p["name"] for p in parameters] == [
+            "authorization",
+            "X-PARTNER-ID",
+            "X-EXTERNAL-ID",
+            "X-TIMESTAMP",
+            "X-SIGNATURE",
+            "CHANNEL-ID",
+        ], path
+        assert all(p["in"] == "header" and p["description"] for p in parameters), path

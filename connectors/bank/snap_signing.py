@@ -79,11 +79,20 @@ class SnapKeyError(ValueError):
 
 # --- minify -------------------------------------------------------------------------------------------
 _JSON_WS = frozenset(b" \t\n\r")  # RFC 8259 insignificant whitespace, and nothing else
-_QUOTE = 0x22
-_BACKSLASH = 0x5C
 # Bytes after which, or before which, removing whitespace cannot glue two tokens together.
 _OPENERS = frozenset(b"{[,:")
 _CLOSERS = frozenset(b"}],:")
+
+
+# One token per match, found by the regex engine rather than a Python loop over every byte: a whole string
+# (each backslash escape stepped over), a whitespace run, a run of any other bytes, or a lone quote, which
+# opens a string that never closes.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[ \t\n\r]+|[^" \t\n\r]+|"', re.DOTALL)
+# A body with no whitespace outside its strings, every string closed, is its own minified form: the usual
+# machine-written notification (its strings hold spaces: partnerServiceId "   88001"), answered by one match
+# instead of tokenizing (560 bytes: 42 µs byte by byte, 34 µs by token, 6 µs this way). Possessive
+# quantifiers: a body that does not match fails in linear time, without backtracking.
+_COMPACT = re.compile(rb'(?:[^" \t\n\r]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+', re.DOTALL)
 
 
 def minify_json_bytes(raw: bytes) -> bytes:
@@ -98,38 +107,22 @@ def minify_json_bytes(raw: bytes) -> bytes:
         raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise MinifyError("invalid UTF-8", exc.start) from None
-    out = bytearray()
-    i = 0
-    n = len(raw)
+    if _COMPACT.fullmatch(raw) is not None:
+        return raw
+    kept: list[bytes] = []
     skipped_ws = False
-    while i < n:
-        b = raw[i]
-        if b in _JSON_WS:
+    for match in _TOKENS.finditer(raw):
+        token = match.group()
+        if token[0] in _JSON_WS:
             skipped_ws = True
-            i += 1
             continue
-        if skipped_ws and out and out[-1] not in _OPENERS and b not in _CLOSERS:
-            raise MinifyError("whitespace between two tokens", i)
+        if skipped_ws and kept and kept[-1][-1] not in _OPENERS and token[0] not in _CLOSERS:
+            raise MinifyError("whitespace between two tokens", match.start())
+        if token == b'"':
+            raise MinifyError("unterminated string", match.start())
         skipped_ws = False
-        if b != _QUOTE:
-            out.append(b)
-            i += 1
-            continue
-        # A string: copy verbatim up to the closing quote, stepping over every backslash escape.
-        start = i
-        i += 1
-        while True:
-            if i >= n:
-                raise MinifyError("unterminated string", start)
-            c = raw[i]
-            if c == _BACKSLASH:  # skip the escaped byte; a trailing backslash ends up past n: unterminated
-                i += 2
-                continue
-            i += 1
-            if c == _QUOTE:
-                break
-        out += raw[start:i]
-    return bytes(out)
+        kept.append(token)
+    return b"".join(kept)
 
 
 def body_digest(raw_body: bytes) -> str:

@@ -132,6 +132,64 @@ def test_minify_matches_compact_dumps(value: object, ensure_ascii: bool) -> None
     assert minify_json_bytes(pretty) == compact
 
 
+def _minify_byte_by_byte(raw: bytes) -> tuple[bytes | None, tuple[str, int] | None]:
+    """The first implementation (a loop over every byte), kept as the oracle: (output, None) or (None, error)."""
+    try:
+        raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        return None, ("invalid UTF-8", exc.start)
+    ws, openers, closers = b" \t\n\r", b"{[,:", b"}],:"
+    out = bytearray()
+    i, n, skipped_ws = 0, len(raw), False
+    while i < n:
+        b = raw[i]
+        if b in ws:
+            skipped_ws, i = True, i + 1
+            continue
+        if skipped_ws and out and out[-1] not in openers and b not in closers:
+            return None, ("whitespace between two tokens", i)
+        skipped_ws = False
+        if b != 0x22:
+            out.append(b)
+            i += 1
+            continue
+        start, i = i, i + 1
+        while True:
+            if i >= n:
+                return None, ("unterminated string", start)
+            c = raw[i]
+            if c == 0x5C:
+                i += 2
+                continue
+            i += 1
+            if c == 0x22:
+                break
+        out += raw[start:i]
+    return bytes(out), None
+
+
+# bytes built from the characters that matter to the tokenizer, so that strings, escapes and stray whitespace
+# meet often; plus any text
+_tokenizer_bytes = st.lists(
+    st.sampled_from(
+        [b'"', b"\\", b" ", b"\n", b"\t", b"\r", b"{", b"}", b"[", b"]", b",", b":", b"1", b"a", b"\xc3\xa9"]
+    ),
+    max_size=40,
+).map(b"".join) | st.text(max_size=40).map(str.encode)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_tokenizer_bytes)
+def test_minify_agrees_with_the_byte_by_byte_tokenizer(raw: bytes) -> None:
+    expected, error = _minify_byte_by_byte(raw)
+    if error is None:
+        assert minify_json_bytes(raw) == expected
+    else:
+        with pytest.raises(MinifyError) as info:
+            minify_json_bytes(raw)
+        assert (info.value.reason, info.value.offset) == error
+
+
 # --- transactional HMAC -------------------------------------------------------------------------------
 def test_body_digest_is_sha256_hex_of_minified() -> None:
     expected = hashlib.sha256(BODY_MIN).hexdigest()

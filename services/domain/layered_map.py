@@ -14,9 +14,9 @@ keys only the overlay has. Nothing in the ledger depends on that order: its choi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
 from math import isqrt
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -38,8 +38,8 @@ class LayeredMap(MutableMapping[K, V]):
         """A private copy of ``mapping`` to write to: a fork of a LayeredMap, else a layer over it."""
         return mapping.fork() if isinstance(mapping, LayeredMap) else cls(mapping)
 
-    def fork(self) -> LayeredMap[K, V]:
-        twin: LayeredMap[K, V] = LayeredMap.__new__(LayeredMap)
+    def fork(self) -> Self:
+        twin = type(self).__new__(type(self))
         if len(self._top) > max(MIN_OVERLAY, isqrt(len(self._base))):
             twin._base, twin._top = dict(self.items()), {}
         else:
@@ -95,3 +95,67 @@ class LayeredMap(MutableMapping[K, V]):
 
     def __repr__(self) -> str:
         return f"LayeredMap({dict(self.items())!r})"
+
+
+class HasRefKeys(Protocol):
+    @property
+    def ref_keys(self) -> Collection[str]: ...
+
+
+R = TypeVar("R", bound=HasRefKeys)
+
+
+class RefIndexedMap(LayeredMap[str, R]):
+    """A :class:`LayeredMap` of items by id that also knows which items carry each reference key.
+
+    Matching an item by reference looked at every open item of the other side: a statement of N entries
+    against N waiting notifications (or a backlog whose entries arrive first) was N² set tests, 18 % of the
+    statement stage's CPU in ``make bench`` (py-spy). :meth:`with_ref` looks the keys up instead. The index is kept
+    through every write and delete and forked with the map; a map built over plain items (a ledger read from
+    storage, or pruned) indexes them once. It compares as the mapping it is: the index is derived.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, base: Mapping[str, R] | None = None) -> None:
+        super().__init__(base)
+        index: dict[str, tuple[str, ...]] = {}
+        for item_id, item in self._base.items():
+            for key in item.ref_keys:
+                index[key] = (*index.get(key, ()), item_id)
+        self._refs: LayeredMap[str, tuple[str, ...]] = LayeredMap(index)
+
+    @classmethod
+    def over(cls, mapping: Mapping[str, R]) -> RefIndexedMap[R]:
+        return mapping.fork() if isinstance(mapping, RefIndexedMap) else cls(mapping)
+
+    def fork(self) -> Self:
+        twin = super().fork()
+        twin._refs = self._refs.fork()
+        return twin
+
+    def with_ref(self, keys: Iterable[str]) -> list[R]:
+        """The items carrying any of ``keys``."""
+        ids = {item_id for key in keys for item_id in self._refs.get(key, ())}
+        return [self[item_id] for item_id in ids]
+
+    def __setitem__(self, key: str, value: R) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        super().__setitem__(key, value)
+        for ref in value.ref_keys:
+            self._refs[ref] = (*self._refs.get(ref, ()), key)
+
+    def __delitem__(self, key: str) -> None:
+        old = self[key]
+        super().__delitem__(key)
+        self._unindex(key, old)
+
+    def _unindex(self, key: str, item: R) -> None:
+        for ref in item.ref_keys:
+            rest = tuple(i for i in self._refs.get(ref, ()) if i != key)
+            if rest:
+                self._refs[ref] = rest
+            else:
+                self._refs.pop(ref, None)

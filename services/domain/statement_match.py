@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validat
 
 from services.domain.dates import WIB, require_aware, wib_date
 from services.domain.identity import PARTNER_SERVICE_ID_LEN, event_uuid
-from services.domain.layered_map import LayeredMap
+from services.domain.layered_map import LayeredMap, RefIndexedMap
 from services.domain.models import EntryDetailStatus, EntryDirection, Payment, Reversal, StatementEntry
 
 IDR = "IDR"
@@ -451,14 +451,16 @@ def _decision_id(kind: DecisionKind, bank_id: str, payment_event_id: str | None,
 
 
 class _Work:
-    """Shallow copies of the ledger's collections; items are frozen, so the input ledger stays untouched."""
+    """Copies of the ledger's collections to write to (layered: a fork, not a copy, for the large ones); items
+    are frozen, so the input ledger stays untouched."""
 
     def __init__(self, ledger: BankLedger, now: datetime) -> None:
         self.ledger = ledger
         self.bank_id = ledger.bank_id
         self.now = now
-        self.open_payments = dict(ledger.open_payments)
-        self.open_entries = dict(ledger.open_entries)
+        # Open items are layered too, and indexed by reference key: a reference match looks its keys up.
+        self.open_payments = RefIndexedMap.over(ledger.open_payments)
+        self.open_entries = RefIndexedMap.over(ledger.open_entries)
         self.debits = dict(ledger.debits)
         # These three grow with every input for the days kept: layered, so a step does not copy them whole.
         self.settled = LayeredMap.over(ledger.settled)
@@ -490,11 +492,11 @@ class _Work:
     # candidates --------------------------------------------------------------------------------------
 
     def ref_entry_for(self, p: NotifiedPayment) -> BookedEntry | None:
-        found = [e for e in self.open_entries.values() if not e.ref_keys.isdisjoint(p.ref_keys)]
+        found = self.open_entries.with_ref(p.ref_keys)
         return min(found, key=lambda e: _entry_rank(p, e), default=None)
 
     def ref_payment_for(self, e: BookedEntry) -> NotifiedPayment | None:
-        found = [p for p in self.open_payments.values() if not e.ref_keys.isdisjoint(p.ref_keys)]
+        found = self.open_payments.with_ref(e.ref_keys)
         return min(found, key=lambda p: _payment_rank(p, e), default=None)
 
     def va_entry_for(self, p: NotifiedPayment, index: dict[str, list[str]] | None = None) -> BookedEntry | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.domain import layered_map
-from services.domain.layered_map import LayeredMap
+from services.domain.layered_map import LayeredMap, RefIndexedMap
 
 KEYS = st.sampled_from([f"k{i}" for i in range(12)])
 OPS = st.lists(
@@ -80,3 +82,58 @@ def test_a_fork_copies_the_overlay_not_the_base() -> None:
         big = big.fork()
         big[f"new{i}"] = i
     assert big._base is not base and len(big._top) < 100 and len(big) == 10_200
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    ref_keys: frozenset[str]
+
+
+REFS = st.frozensets(st.sampled_from(["r1", "r2", "r3", "r4"]), max_size=3)
+INDEXED_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, REFS),
+        st.tuples(st.just("del"), KEYS, st.just(frozenset[str]())),
+        st.tuples(st.just("fork"), st.just(""), st.just(frozenset[str]())),
+    ),
+    max_size=150,
+)
+
+
+def carrying(items: dict[str, Item], ref: str) -> list[str]:
+    return sorted(k for k, item in items.items() if ref in item.ref_keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.dictionaries(KEYS, REFS).map(lambda d: {k: Item(k, refs) for k, refs in d.items()}),
+    ops=INDEXED_OPS,
+    min_overlay=st.sampled_from([0, 2, 64]),
+)
+def test_the_ref_index_is_the_items_carrying_each_key_through_writes_and_forks(
+    base: dict[str, Item], ops: list[tuple[str, str, frozenset[str]]], min_overlay: int
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layered_map, "MIN_OVERLAY", min_overlay)
+        model = dict(base)
+        current = RefIndexedMap.over(base)
+        snapshots: list[tuple[RefIndexedMap[Item], dict[str, Item]]] = []
+        for op, key, refs in ops:
+            if op == "set":
+                current[key] = model[key] = Item(key, refs)
+            elif op == "del":
+                assert current.pop(key, None) == model.pop(key, None)
+            else:
+                snapshots.append((current, dict(model)))
+                current = current.fork()
+            for ref in ("r1", "r2", "r3", "r4"):
+                assert sorted(item.name for item in current.with_ref([ref])) == carrying(model, ref)
+            assert sorted(i.name for i in current.with_ref(["r1", "r2"])) == sorted(
+                set(carrying(model, "r1")) | set(carrying(model, "r2"))
+            )
+        assert current == model
+        for snapshot, expected in snapshots:  # a fork's writes never reach its parent's index
+            assert snapshot == expected
+            for ref in ("r1", "r2", "r3", "r4"):
+                assert sorted(item.name for item in snapshot.with_ref([ref])) == carrying(expected, ref)

@@ -849,3 +849,28 @@ def test_a_settlement_stored_with_the_whole_entry_still_loads() -> None:
     debit = entry(None, direction=EntryDirection.DEBIT, customer_ref="CUST-9", line_no=2)
     step = apply_entry(BankLedger.from_json(stored), debit)
     assert [(d.kind, d.detail) for d in step.decisions] == [(K.REVERSAL, Detail.REVERSED_BY_CUSTOMER_REF.value)]
+
+
+def test_a_reference_match_looks_its_keys_up_instead_of_scanning_the_open_items() -> None:
+    # Entries that arrive before their notifications wait as open items; each notification compared its
+    # references with every one of them (N² over a statement: matching 4,000 waiting entries took 0.49 ms per
+    # payment in-process, 0.17 ms with the index). Counted here as the set comparisons a step makes.
+    import sys
+
+    ledger, _ = feed(entry(f"WAIT{i:05d}", line_no=i + 1) for i in range(2_000))
+    assert len(ledger.open_entries) == 2_000
+    (waiting,) = [e.entry_id for e in ledger.open_entries.values() if e.bank_ref == "WAIT01234"]
+    comparisons = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal comparisons
+        if event == "c_call" and getattr(arg, "__name__", "") == "isdisjoint":
+            comparisons += 1
+
+    sys.setprofile(count)
+    try:
+        step = apply_payment(ledger, pay("WAIT01234", customer="5" * 18))
+    finally:
+        sys.setprofile(None)
+    assert kinds(step.decisions) == [K.MATCHED_BY_REF] and step.decisions[0].entry_id == waiting
+    assert comparisons < 10, comparisons  # one per waiting entry before the index: 2,000

@@ -217,7 +217,7 @@ class NotifiedPayment(_Frozen):
     trx_time: datetime
     business_date: date
     break_id: str | None = None  # the NOTIFIED_NOT_ON_STATEMENT decision while it stands
-    # derived on validation (never serialized), so a scan over thousands of open items is set operations only
+    # derived on validation (never serialized): what the open items' reference index and the VA rules look up
     ref_keys: _DerivedFew = Field(default=(), exclude=True)
     va_tokens: _DerivedFew = Field(default=(), exclude=True)
 

@@ -569,7 +569,7 @@ class _Work:
         )
         self.open_payments.pop(p.event_id, None)
         self.open_entries.pop(e.entry_id, None)
-        clean_p = p.model_copy(update={"break_id": None})
+        clean_p = p if p.break_id is None else p.model_copy(update={"break_id": None})  # most never had a break
         self.settled[p.event_id] = Settlement(payment=clean_p, entry=SettledCredit.of(e), decision_id=decision_id)
         self.reverse_pending(clean_p)
 

@@ -7,6 +7,12 @@ one bank, 1.43 ms at 20,000, and a backlog of a year is far more. A :class:`Laye
 :meth:`fork`: the base is shared and only the overlay is copied; once the overlay is longer than about the
 square root of the base it is folded into a new base. A copy then costs O(√n) entries, amortized.
 
+The stage stores a ledger once per batch, as the items that differ from the ledger before it
+(:meth:`changed_keys`). While two maps share a base those are their overlays; a fold records the keys it
+folded, so across folds too the difference is known without comparing every item (a batch of 500 inputs folds
+each collection several times: walking every item instead made a step, with its share of the batch's store,
+cost 0.32 ms at 16,000 payment + entry pairs in one bank and 0.17 ms at 4,000; 0.16 and 0.14 ms now).
+
 Reads see the overlay first; a deletion is a tombstone in the overlay. Iteration is the base's keys in their
 order (an overwritten key keeps its place, as in a dict; a deleted and re-set one too, unlike a dict), then the
 keys only the overlay has. Nothing in the ledger depends on that order: its choices rank by ids.
@@ -15,6 +21,7 @@ keys only the overlay has. Nothing in the ledger depends on that order: its choi
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
+from itertools import count
 from math import isqrt
 from typing import Any, Protocol, Self, TypeVar, cast
 
@@ -24,14 +31,21 @@ V = TypeVar("V")
 _GONE: Any = object()  # an overlay value: the key was deleted
 _MISSING: Any = object()
 MIN_OVERLAY = 64  # below this an overlay is never folded: a small base is cheaper copied than layered
+FOLDS_KEPT = 16  # folds a map remembers the keys of: changed_keys reaches back this many (a batch of the
+# statement stage folds each collection about once per 64-100 inputs, and takes up to 500 inputs)
+_base_ids = count()
 
 
 class LayeredMap(MutableMapping[K, V]):
-    __slots__ = ("_base", "_top")
+    __slots__ = ("_base", "_base_id", "_folds", "_top")
 
     def __init__(self, base: Mapping[K, V] | None = None) -> None:
         self._base: Mapping[K, V] = base if base is not None else {}  # shared with forks: never written
         self._top: dict[K, V] = {}
+        # A base is named by a number, not by id(): a freed base's id can be reused by a new one.
+        self._base_id = next(_base_ids)
+        # (the id of a base this one's base was folded from, the keys that fold changed), oldest first
+        self._folds: tuple[tuple[int, tuple[K, ...]], ...] = ()
 
     @classmethod
     def over(cls, mapping: Mapping[K, V]) -> LayeredMap[K, V]:
@@ -41,17 +55,42 @@ class LayeredMap(MutableMapping[K, V]):
     def fork(self) -> Self:
         twin = type(self).__new__(type(self))
         if len(self._top) > max(MIN_OVERLAY, isqrt(len(self._base))):
-            twin._base, twin._top = dict(self.items()), {}
+            twin._base, twin._top = self._folded(), {}
+            twin._base_id = next(_base_ids)
+            twin._folds = (*self._folds, (self._base_id, tuple(self._top)))[-FOLDS_KEPT:]
         else:
             twin._base, twin._top = self._base, dict(self._top)
+            twin._base_id, twin._folds = self._base_id, self._folds
         return twin
 
+    def _folded(self) -> dict[K, V]:
+        # dict(base) is a copy in C; walking self.items() went through __iter__ and __getitem__ per item.
+        merged = dict(self._base)
+        for key, value in self._top.items():
+            if value is _GONE:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
+
     def changed_keys(self, other: LayeredMap[K, V]) -> list[K] | None:
-        """The keys whose value may differ between the two maps (their overlays), or None when they do not
-        share a base (compare them whole)."""
-        if self._base is not other._base:
-            return None
-        return list(self._top) + [k for k in other._top if k not in self._top]
+        """The keys whose value may differ between the two maps, or None when that is not known (compare them
+        whole): their overlays while they share a base, and the keys of the folds in between when one's base was
+        folded (within the last FOLDS_KEPT folds) from the other's."""
+        if self._base_id == other._base_id:
+            between: tuple[tuple[int, tuple[K, ...]], ...] = ()
+        else:
+            found = _folds_since(other, self._base_id)
+            if found is None:
+                found = _folds_since(self, other._base_id)
+            if found is None:
+                return None
+            between = found
+        keys = dict.fromkeys(self._top)
+        for _, folded in between:
+            keys.update(dict.fromkeys(folded))
+        keys.update(dict.fromkeys(other._top))
+        return list(keys)
 
     def __getitem__(self, key: K) -> V:
         value = self._top.get(key, _MISSING)
@@ -95,6 +134,14 @@ class LayeredMap(MutableMapping[K, V]):
 
     def __repr__(self) -> str:
         return f"LayeredMap({dict(self.items())!r})"
+
+
+def _folds_since(later: LayeredMap[K, Any], base_id: int) -> tuple[tuple[int, tuple[K, ...]], ...] | None:
+    """The folds that led from the base ``base_id`` to ``later``'s base, or None if it is not among them."""
+    for i, (folded_from, _) in enumerate(later._folds):
+        if folded_from == base_id:
+            return later._folds[i:]
+    return None
 
 
 class HasRefKeys(Protocol):

@@ -58,7 +58,15 @@ def check_against_a_dict(base: dict[str, int], ops: list[tuple[str, str, int]]) 
     assert dict(current.items()) == model and len(current) == len(model) and current == model
     for snapshot, expected in snapshots:  # every fork left its parent as it was
         assert dict(snapshot.items()) == expected and len(snapshot) == len(expected)
+        for one, other in ((snapshot, current), (current, snapshot)):
+            keys = one.changed_keys(other)
+            if keys is not None:  # what it names must cover every key whose value differs
+                assert differing(expected, model) <= set(keys)
     assert base == frozen_base  # the dict it was layered over was never written
+
+
+def differing(one: dict[str, int], other: dict[str, int]) -> set[str]:
+    return {k for k in one.keys() | other.keys() if one.get(k, -1) != other.get(k, -1)}
 
 
 def test_changed_keys_are_the_overlays_while_the_base_is_shared() -> None:
@@ -82,6 +90,31 @@ def test_a_fork_copies_the_overlay_not_the_base() -> None:
         big = big.fork()
         big[f"new{i}"] = i
     assert big._base is not base and len(big._top) < 100 and len(big) == 10_200
+
+
+def test_changed_keys_reach_back_through_folds() -> None:
+    # The statement stage compares a bank's ledger before and after a batch of up to 500 inputs, over which each
+    # collection folds several times: the changed keys must come from the folds, not from a walk of every item.
+    start = LayeredMap.over({f"k{i}": i for i in range(10_000)})
+    current, written = start, set()
+    for i in range(1_000):  # about ten folds (the overlay outgrows √10,000 = 100)
+        current = current.fork()
+        current[f"k{i * 7}"] = -i - 1
+        written.add(f"k{i * 7}")
+    assert current._base is not start._base
+    keys = start.changed_keys(current)
+    assert keys is not None and set(keys) == written
+    assert current.changed_keys(start) is not None and set(current.changed_keys(start) or []) == written
+    assert {k for k in current if current[k] != start[k]} == written  # the truth, walked whole
+    for _ in range(layered_map.FOLDS_KEPT * 200):  # far more folds than are remembered: unknown, compare whole
+        current = current.fork()
+        current[f"n{len(current)}"] = 0
+    assert start.changed_keys(current) is None and current.changed_keys(start) is None
+
+
+def test_unrelated_maps_never_share_a_lineage() -> None:
+    one, two = LayeredMap.over({"a": 1}), LayeredMap.over({"a": 1})
+    assert one.changed_keys(two) is None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_statement_match import ALL_DAYS, BANK, CLOSE_AT, PROPERTY, entry, pay, scenarios
 
+from services.domain import layered_map
 from services.domain.ledger_items import (
     SEP,
     Change,
@@ -139,3 +140,29 @@ def test_a_crash_mid_write_rebuilds_the_ledger_before_or_after_the_step(
         store(items, writes)
         journal = writes
         ledger = step.ledger
+
+
+@PROPERTY
+@given(scenarios(), st.randoms(use_true_random=False), st.integers(min_value=1, max_value=12))
+def test_a_batch_of_steps_over_folded_collections_writes_what_changed(
+    scenario: tuple[list[Payment], list[StatementEntry]], rnd: random.Random, batch: int
+) -> None:
+    """The stage stores a bank's ledger once per batch: the changes between the ledger before and after many
+    steps, over which each layered collection folded (MIN_OVERLAY 0: at nearly every step) and the changed keys
+    come from the folds."""
+    payments, entries = scenario
+    events: list[Payment | StatementEntry | date] = [*payments, *entries, *ALL_DAYS[:2]]
+    rnd.shuffle(events)
+    events += ALL_DAYS
+    ledger = BankLedger.empty(BANK)
+    items: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layered_map, "MIN_OVERLAY", 0)
+        for start in range(0, len(events), batch):
+            before = ledger
+            for event in events[start : start + batch]:
+                ledger = step_of(ledger, event).ledger
+            writes = changes(before, ledger)
+            assert len({key for key, _ in writes}) == len(writes)
+            store(items, writes)
+            assert ledger_from_items(BANK, items.items()) == ledger

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import faust
-import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
@@ -133,7 +132,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
             await stage.dead_letter(event, dlq_reason(exc), type(exc).__name__)
             return None
         if decision.new_state is not None:
-            writes.put(msg.partition, key, orjson.dumps(decision.new_state.to_json()))
+            writes.put(msg.partition, key, decision.new_state.to_json_bytes())
         return state, decision, event_id
 
     def publish(key: bytes, state: MemberState | None, decision: Decision, event_id: str, outbox: Outbox) -> None:
@@ -198,7 +197,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         stored = members.get(key)
         if not stored:
             return
-        state = MemberState.from_json(orjson.loads(stored))
+        state = MemberState.from_json_bytes(stored)
         book.update(key, state)
         if not has_deadline(state):
             return
@@ -206,7 +205,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         if decision.new_state is None:
             return
         # Outside an event Faust cannot tell the changelog partition: it is the key's source partition.
-        tick_writes.put(partition_of(key, partitions), key, orjson.dumps(decision.new_state.to_json()))
+        tick_writes.put(partition_of(key, partitions), key, decision.new_state.to_json_bytes())
         await tick_writes.settle()
         book.update(key, decision.new_state)
         outbox = Outbox(app, NAME)
@@ -234,7 +233,7 @@ def _decide(
 ) -> tuple[MemberState | None, Decision, str]:
     """(the stored state, the decision, the input's event id)."""
     stored = members.get(key)
-    state = MemberState.from_json(orjson.loads(stored)) if stored else None
+    state = MemberState.from_json_bytes(stored) if stored else None
     if source == ENROLLMENTS.name:
         enrollment = ctx.codec.decode_model(value, Enrollment)
         decision = on_enrollment(state, enrollment, ctx.tariff_table, ctx.settings.bill_validity_days, policy=policy)

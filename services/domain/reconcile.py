@@ -338,6 +338,14 @@ class MemberState(_Frozen):
     def from_json(cls, data: dict[str, Any]) -> MemberState:
         return cls.model_validate(data)
 
+    # The table value: the same JSON as to_json, written and parsed by pydantic in one pass (no dict between).
+    def to_json_bytes(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> MemberState:
+        return cls.model_validate_json(data)
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -798,6 +798,7 @@ def test_rich_state_survives_the_table_round_trip() -> None:
     assert s is not None and s.fx_held and s.reversals and s.lineage and s.payment_keys
     back = MemberState.from_json(json.loads(json.dumps(s.to_json())))
     assert back == s and current_record(back) == current_record(s)
+    assert MemberState.from_json_bytes(s.to_json_bytes()) == s and json.loads(s.to_json_bytes()) == s.to_json()
     nxt = payment("P2", 369_000, minutes=900)
     assert on_payment(back, nxt) == on_payment(s, nxt)
 
@@ -811,6 +812,7 @@ def test_a_state_stored_before_this_version_still_loads() -> None:
     for key in ("lines", "kind", "rules", "validity_days", "reregistration_idr", "base_periods"):
         old["bill"].pop(key)
     loaded = MemberState.from_json(old)
+    assert MemberState.from_json_bytes(json.dumps(old).encode()) == loaded  # as the table holds it
     d = on_payment(loaded, payment("P2", 170_000, minutes=90))
     assert d.records[0].status == MemberStatus.ACTIVE and d.records[0].paid_amount_idr == 370_000
 

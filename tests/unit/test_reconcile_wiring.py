@@ -97,6 +97,23 @@ def test_tick_cursor_is_bounded_and_visits_every_key() -> None:
     assert list(wiring.TickCursor().take([], 4)) == []
 
 
+def test_tick_cursor_walks_a_growing_table_in_its_own_order() -> None:
+    # The table's key view as it is: new members are appended between ticks; each tick takes one bounded slice.
+    table = {f"{n:03d}".encode(): None for n in range(10)}
+    cursor = wiring.TickCursor()
+    first = cursor.take(table.keys(), 4)
+    assert first == list(table)[:4]
+    for n in range(10, 13):
+        table[f"{n:03d}".encode()] = None
+    seen = list(first)
+    for _ in range(math.ceil(len(table) / 4)):
+        chunk = cursor.take(table.keys(), 4)
+        assert len(chunk) == 4
+        seen += chunk
+    assert set(seen) == set(table)  # the original ten and the three added, within ceil(13 / 4) more ticks
+    assert wiring.TickCursor().take(table.keys(), 100) == list(table)  # never more than the table holds
+
+
 def test_has_deadline_selects_states_the_tick_can_change() -> None:
     before, _after = _held_then_enrolled()
     assert wiring.has_deadline(before)

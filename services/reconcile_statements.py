@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from services import metrics
 from services.app import topic
@@ -50,7 +51,7 @@ from services.catalogue import (
 from services.context import ServiceContext
 from services.dlq import dlq_reason
 from services.domain.dates import wib_date
-from services.domain.ledger_items import COLLECTIONS
+from services.domain.ledger_items import COLLECTIONS, SEP
 from services.domain.models import Payment, ReconciliationException, StatementEntry
 from services.domain.statement_match import (
     BREAKS,
@@ -76,6 +77,7 @@ KIND_HEADER = "sinergi-kind"
 KIND_PAYMENT = b"payment"
 KIND_TICK = b"tick"
 KEEP_DAYS = 8
+ITEM_SEP = SEP.encode()
 TICK_INTERVAL_S = 300.0  # the close grace is hours; a tick every 5 minutes is punctual enough
 
 
@@ -128,6 +130,25 @@ def close_due(ledger: BankLedger, now: datetime, grace: timedelta | None = None)
     return Step(prune(ledger, keep_from(now)), tuple(decisions))
 
 
+class BankPartitions:
+    """The changelog partition of a ledger item: its bank's (items are written to the partition of the bank's
+    inputs, which are keyed by bank id and placed by the default murmur2 partitioner). Cached per bank: murmur2
+    is pure Python."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._of_bank: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int | None:
+        bank, sep, _ = key.partition(ITEM_SEP)
+        if not sep:
+            return None
+        partition = self._of_bank.get(bank)
+        if partition is None:
+            partition = self._of_bank[bank] = (murmur2(bank) & 0x7FFFFFFF) % self.partitions
+        return partition
+
+
 def report_size(ledger: BankLedger) -> None:
     """The ledger's items per collection on the gauge (len of a layered collection costs its overlay only)."""
     for collection in COLLECTIONS:
@@ -146,6 +167,7 @@ def register(app: faust.App, ctx: ServiceContext) -> None:
         key_type=bytes,
         value_type=bytes,
     )
+    cast(Any, table).partition_of_key = BankPartitions(ctx.settings.kafka_partitions)  # GET /state, worker_health.py
     source = app.topic(
         STATEMENTS_BY_BANK.name,
         STATEMENT_ENTRIES.name,

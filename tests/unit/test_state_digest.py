@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faust.types import TP
 from test_worker_health import call, healthy
 
+from services.domain.ledger_items import item_key
+from services.reconcile_statements import BankPartitions
 from services.worker_health import TableDigests, canonical_bytes, partition_digests, probe_app
 
 
@@ -186,6 +188,33 @@ def test_writes_sent_as_a_batch_of_their_own_are_placed_too() -> None:
     assert digests.partition_of(ledger, key) == by_event
     ledger.note_changelog_write(key, None, by_event)  # type: ignore[attr-defined]
     assert digests.partition_of(ledger, key) == (murmur2(key) & 0x7FFFFFFF) % 4
+
+
+def test_a_table_that_knows_its_partitions_remembers_only_the_writes_that_went_elsewhere() -> None:
+    ledger = Table("ledger")
+    ledger.partition_of_key = BankPartitions(4)  # type: ignore[attr-defined]
+    app = App(ledger)
+    digests = TableDigests(app)  # type: ignore[arg-type]
+    home = (murmur2(b"BANK_A") & 0x7FFFFFFF) % 4
+    at_home, elsewhere = item_key("BANK_A", "settled", "p1").encode(), item_key("BANK_A", "settled", "p2").encode()
+    ledger.write(at_home, b"v", partition=home)
+    ledger.note_changelog_write(elsewhere, b"v", (home + 1) % 4)  # type: ignore[attr-defined]
+    assert digests._written["ledger"] == {elsewhere: (home + 1) % 4}  # one note, not one per item
+    assert digests.partition_of(ledger, at_home) == home
+    assert digests.partition_of(ledger, elsewhere) == (home + 1) % 4  # where it really went wins
+    ledger.note_changelog_write(elsewhere, b"v2", home)  # type: ignore[attr-defined]
+    assert digests._written["ledger"] == {} and digests.partition_of(ledger, elsewhere) == home
+    app.assign(home)
+    assert digests.snapshot()[1]["tables"]["ledger"]["partitions"][str(home)]["keys"] == 1
+
+
+def test_a_ledger_item_belongs_to_its_banks_partition_as_the_producer_places_the_banks_inputs() -> None:
+    partitioner = DefaultPartitioner()
+    of_key = BankPartitions(6)
+    for bank in ("MANDIRI", "BNI", "MAYBANK_MY", "B"):
+        key = item_key(bank, "seen_events", "e-1").encode()
+        assert of_key(key) == partitioner(bank.encode(), list(range(6)), list(range(6)))
+    assert of_key(b"no separator") is None
 
 
 def test_recovered_keys_use_the_stores_own_partition_and_unknown_keys_the_default_partitioner() -> None:

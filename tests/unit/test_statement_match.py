@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.domain import statement_match
 from services.domain.daily_report import TOTAL, build_report
 from services.domain.identity import event_uuid
 from services.domain.models import EntryDetailStatus, EntryDirection, Payment, StatementEntry, StatementSource
@@ -874,3 +875,22 @@ def test_a_reference_match_looks_its_keys_up_instead_of_scanning_the_open_items(
         sys.setprofile(None)
     assert kinds(step.decisions) == [K.MATCHED_BY_REF] and step.decisions[0].entry_id == waiting
     assert comparisons < 10, comparisons  # one per waiting entry before the index: 2,000
+
+
+@PROPERTY
+@given(scenarios(), st.randoms(use_true_random=False), st.integers(min_value=0, max_value=len(ALL_DAYS)))
+def test_prune_that_finds_nothing_old_returns_the_ledger_itself(
+    scenario: tuple[list[Payment], list[StatementEntry]], rnd: random.Random, closed: int
+) -> None:
+    payments, entries = scenario
+    items: list[Item] = [*payments, *entries]
+    rnd.shuffle(items)
+    ledger, _ = close(feed(items)[0], *ALL_DAYS[:closed])
+    for keep_from in [*ALL_DAYS, ALL_DAYS[-1] + timedelta(days=1)]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(statement_match, "_prunable", lambda *_: True)  # the whole walk, every time
+            walked = prune(ledger, keep_from)
+        pruned = prune(ledger, keep_from)
+        assert pruned == walked
+        if walked == ledger:  # nothing was old: the stage writes nothing and keeps its layered collections
+            assert pruned is ledger

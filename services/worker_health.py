@@ -443,6 +443,11 @@ def partition_digests(
     return out
 
 
+def _recovered_at(table: Any, key: Any, default: int) -> int:
+    """The changelog partition a memory store recovered ``key`` from (Faust's ``_key_partition``), else default."""
+    return int(getattr(table.data, "_key_partition", {}).get(key, default))
+
+
 def _murmur2_partition(key: Any, partitions: int) -> int | None:
     # The default producer partitioner's choice, for a key Faust recorded no partition for.
     if not isinstance(key, bytes) or partitions <= 0:
@@ -456,8 +461,10 @@ class TableDigests:
     Which partition a key belongs to is the changelog partition Faust wrote it to. A memory store records it
     for keys it recovered from the changelog (``_key_partition``) but not for keys written since, so every
     table's ``send_changelog`` is wrapped to note the partition of each write (the statement ledger's keys
-    are written to their *event's* partition, which the key alone does not tell). A table can hold keys of
-    other partitions (standby replicas, keys of a revoked partition): they are left out.
+    are written to their *event's* partition, which the key alone does not tell). A table that says where its
+    keys belong (``partition_of_key``: the statement ledger's items go to their bank's partition) is noted only
+    for writes that went elsewhere. A table can hold keys of other partitions (standby replicas, keys of a
+    revoked partition): they are left out.
     """
 
     def __init__(self, app: faust.App) -> None:
@@ -477,10 +484,12 @@ class TableDigests:
                 if value is None:
                     written.pop(key, None)
                 elif partition is not None:
-                    if derived is not None and derived(key) == int(partition):
+                    p = int(partition)
+                    # ... and where the store does not remember another partition for it (recovered from there)
+                    if derived is not None and derived(key) == p and _recovered_at(table, key, p) == p:
                         written.pop(key, None)  # where its service says it belongs: nothing to remember
                     else:
-                        written[key] = int(partition)
+                        written[key] = p
             except Exception:  # pragma: no cover - defensive (an unhashable key)
                 log.debug("state digest: partition of a changelog write not recorded", exc_info=True)
 
@@ -511,11 +520,11 @@ class TableDigests:
 
     def partition_of(self, table: Any, key: Any) -> int | None:
         p = self._written.get(table.name, {}).get(key)
+        if p is None:
+            p = getattr(table.data, "_key_partition", {}).get(key)
         derived = getattr(table, "partition_of_key", None)
         if p is None and derived is not None:
             p = derived(key)
-        if p is None:
-            p = getattr(table.data, "_key_partition", {}).get(key)
         if p is None:
             p = _murmur2_partition(key, int(getattr(table, "partitions", None) or 0))
         return p

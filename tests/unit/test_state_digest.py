@@ -206,6 +206,12 @@ def test_a_table_that_knows_its_partitions_remembers_only_the_writes_that_went_e
     assert digests._written["ledger"] == {} and digests.partition_of(ledger, elsewhere) == home
     app.assign(home)
     assert digests.snapshot()[1]["tables"]["ledger"]["partitions"][str(home)]["keys"] == 1
+    # Recovered from another partition, then written at home: the note is what tells that it moved.
+    moved = item_key("BANK_A", "settled", "p3").encode()
+    ledger.data._key_partition[moved] = (home + 2) % 4
+    assert digests.partition_of(ledger, moved) == (home + 2) % 4
+    ledger.write(moved, b"v", partition=home)
+    assert digests.partition_of(ledger, moved) == home
 
 
 def test_a_ledger_item_belongs_to_its_banks_partition_as_the_producer_places_the_banks_inputs() -> None:

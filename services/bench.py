@@ -918,6 +918,18 @@ async def _poll_verifier(
 
 _EVENTS_IN = re.compile(r"^sinergi_events_in_total\{([^}]*)\}\s+([0-9.eE+]+)$", re.MULTILINE)
 _STAGE = re.compile(r'stage="([^"]+)"')
+#: Only the counter the bench reads: prometheus_client renders (and gzips) the whole registry otherwise, and the
+#: bench asks every worker twice a second while it measures their CPU (a full page cost a worker ~2 ms).
+EVENTS_IN_ONLY = {"name[]": "sinergi_events_in_total"}
+
+
+def stage_events_in(exposition: str, stage: str) -> int:
+    """The events ``stage`` consumed, over every input topic, from a /metrics page."""
+    return sum(
+        int(float(v))
+        for labels, v in _EVENTS_IN.findall(exposition)
+        if (m := _STAGE.search(labels)) and m.group(1) == stage
+    )
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -976,14 +988,10 @@ class StageProgress:
             while True:
                 for stage, url in self.urls.items():
                     try:
-                        text = (await client.get(url)).text
+                        text = (await client.get(url, params=EVENTS_IN_ONLY)).text
                     except httpx.HTTPError:
                         continue
-                    total = sum(
-                        int(float(v))
-                        for labels, v in _EVENTS_IN.findall(text)
-                        if (m := _STAGE.search(labels)) and m.group(1) == stage
-                    )
+                    total = stage_events_in(text, stage)
                     sample = (time.monotonic(), total, self.cpu(stage))
                     if total > 0 and stage not in self.first:
                         self.first[stage] = sample

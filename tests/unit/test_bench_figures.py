@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
+from wsgiref.util import setup_testing_defaults
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
 from services.bench import (
+    EVENTS_IN_ONLY,
     MET,
     NOT_MEASURED,
     NOT_MET,
@@ -26,6 +30,7 @@ from services.bench import (
     parse_vmrss,
     rss_extrapolated,
     rss_growth_allowed,
+    stage_events_in,
     steady_plan,
     target1_line,
     target1_row,
@@ -262,3 +267,23 @@ def test_machine_busy_time_counts_user_nice_system_and_interrupts_only() -> None
     assert parse_busy_s(text, 100.0) == pytest.approx((100 + 20 + 30 + 4 + 6) / 100)
     assert parse_busy_s("cpu  1 2 3 4\n", 1.0) == 6.0  # an old kernel's four fields
     assert parse_busy_s("intr 1 2 3\n", 100.0) is None
+
+
+def test_the_stage_poll_asks_for_the_input_counter_only_and_reads_it() -> None:
+    registry = CollectorRegistry()
+    events_in = Counter("sinergi_events_in", "in", ["stage", "topic"], registry=registry)
+    Histogram("sinergi_stage_batch_seconds", "phases", ["stage", "phase"], registry=registry).labels("a", "take")
+    events_in.labels("reconcile", "payments.v1").inc(7)
+    events_in.labels("reconcile", "enrollments.v1").inc(5)
+    events_in.labels("notify_kbri", "members.v1").inc(3)
+    app = make_wsgi_app(registry)
+
+    def page(query: str) -> str:
+        environ: dict[str, object] = {"QUERY_STRING": query}
+        setup_testing_defaults(environ)
+        return b"".join(app(environ, lambda *_: None)).decode()
+
+    full, only = page(""), page(urlencode(EVENTS_IN_ONLY))
+    assert "sinergi_stage_batch_seconds" in full and "sinergi_stage_batch_seconds" not in only
+    assert stage_events_in(only, "reconcile") == stage_events_in(full, "reconcile") == 12
+    assert stage_events_in(only, "notify_kbri") == 3 and stage_events_in(only, "core_publisher") == 0

@@ -19,11 +19,19 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from services import metrics
 from services.acks import acknowledged
 
 Headers = Sequence[tuple[str, bytes]]
 Record = tuple[bytes | None, bytes | None, Headers]
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition the default producer partitioner (murmur2 of the key, as Kafka's Java client) gives ``key``
+    among ``partitions``: where every keyed record of the hub lands."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Outbox:

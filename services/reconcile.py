@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import TableT
 
 from services import fx_rates, metrics
@@ -42,7 +41,7 @@ from services.domain.reconcile import (
     on_tick,
 )
 from services.durable_table import DurableWrites
-from services.outbox import Outbox
+from services.outbox import Outbox, default_partition
 from services.stage import Stage
 
 NAME = "reconcile"
@@ -253,7 +252,7 @@ def _decide(
 def partition_of(key: bytes, partitions: int) -> int:
     """The source partition of a participant key: the normalizers produce with the default (murmur2)
     partitioner, and the table's changelog partition is the source partition."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return default_partition(key, partitions)
 
 
 def has_deadline(state: MemberState) -> bool:

@@ -35,7 +35,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from services import metrics
 from services.app import topic
@@ -67,7 +66,7 @@ from services.domain.statement_match import (
 )
 from services.durable_table import DurableWrites
 from services.ledger_table import LedgerTable
-from services.outbox import Outbox
+from services.outbox import Outbox, default_partition
 from services.stage import Stage, header_map
 
 NAME = "reconcile_statements"
@@ -145,7 +144,7 @@ class BankPartitions:
             return None
         partition = self._of_bank.get(bank)
         if partition is None:
-            partition = self._of_bank[bank] = (murmur2(bank) & 0x7FFFFFFF) % self.partitions
+            partition = self._of_bank[bank] = default_partition(bank, self.partitions)
         return partition
 
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer, make_server
 
-from aiokafka.partitioner import murmur2
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from services import metrics
+from services.outbox import default_partition
 
 if TYPE_CHECKING:
     import faust
@@ -452,7 +452,7 @@ def _murmur2_partition(key: Any, partitions: int) -> int | None:
     # The default producer partitioner's choice, for a key Faust recorded no partition for.
     if not isinstance(key, bytes) or partitions <= 0:
         return None
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return default_partition(key, partitions)
 
 
 class TableDigests:

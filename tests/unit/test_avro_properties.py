@@ -161,7 +161,22 @@ def record_strategy(definition: dict[str, Any], model: type[BaseModel] | None = 
     return strategy_for(definition, _Names(), definition.get("namespace"), model)
 
 
+def _consistent_reversal(raw: dict[str, Any]) -> dict[str, Any]:
+    """A drawn reversal made to satisfy its model's cross-field rule (it names its payment; amount and currency
+    come together) instead of being discarded: discarding ~60 % of the draws failed hypothesis's
+    filter_too_much health check now and then (a fresh-clone `make test` did)."""
+    out = dict(raw)
+    if out.get("reverses_event_id") is None and not out.get("bank_refs"):
+        out["reverses_event_id"] = out["event_id"]
+    if out.get("amount") is None:
+        out.pop("currency", None)
+    elif out.get("currency") is None:
+        out["currency"] = "IDR"
+    return out
+
+
 MODEL_STRATEGIES = {name: record_strategy(SCHEMAS[name].definition, RECORD_TYPES[name]) for name in NAMES}
+MODEL_STRATEGIES["sinergi.Reversal"] = MODEL_STRATEGIES["sinergi.Reversal"].map(_consistent_reversal)
 
 
 def valid_model(full_name: str, raw: dict[str, Any]) -> BaseModel:

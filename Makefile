@@ -44,6 +44,12 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/sinergi bench
 
+# What the frameworks cost before any of sinergi's work (about 1 minute): a Faust stage that only forwards, and a
+# FastAPI endpoint that only parses and answers (with and without Kafka's ack), beside the raw aiokafka loop.
+.PHONY: bench-floor
+bench-floor: $(STAMP)
+	$(BIN)/python -m services.bench_floor
+
 # The crash test at full size: ~52,000 mixed events (statements included), every processor SIGKILLed in turn.
 chaos: $(STAMP)
 	SINERGI_CHAOS_MEMBERS=15500 $(BIN)/pytest -q -p no:cacheprovider -s -o timeout=3600 tests/integration/test_crash_every_processor.py

@@ -60,6 +60,7 @@ from services.config import Settings
 from services.domain.dates import wib_date
 from services.domain.identity import event_uuid
 from services.domain.payment import to_idr
+from services.fx_rates import pin_to_reference
 from services.simulation.backlog import CLEAN, Backlog, MixedStream, RawRecord, build_backlog, build_mixed_stream
 from services.simulation.generators import (
     COUNTRY_UTC_OFFSET_H,
@@ -923,6 +924,51 @@ _STAGE = re.compile(r'stage="([^"]+)"')
 EVENTS_IN_ONLY = {"name[]": "sinergi_events_in_total"}
 
 
+_FX_FEED = re.compile(r"^sinergi_fx_feed_records_total\s+([0-9.eE+]+)$", re.MULTILINE)
+FX_FEED_ONLY = {"name[]": "sinergi_fx_feed_records_total"}
+FX_FEED_TIMEOUT_S = 60.0
+
+
+def fx_feed_records(exposition: str) -> int:
+    """The reference-rate records a reconciler's rate feed applied, from its /metrics page (0 when absent)."""
+    found = _FX_FEED.search(exposition)
+    return int(float(found.group(1))) if found else 0
+
+
+async def publish_reference_rates(hub: Hub, now: datetime) -> int:
+    """The simulated reference rates of yesterday, today and tomorrow (WIB), as `make demo`'s simulator publishes
+    them, so that the streams' foreign-currency payments (quoted at those rates: build_mixed_stream(pin_fx=True))
+    pass the reconciler's FX check as they would in production. Returns how many, once the reconciler's rate feed
+    holds them all: a payment decided before its rate arrived would be flagged FX_REFERENCE_RATE_MISSING."""
+    from datetime import timedelta
+
+    from connectors.kafka_edge import EdgeProducer
+    from services import fx_rates
+    from services.codec import build_codec
+
+    today = wib_date(now)
+    days = [today + timedelta(days=n) for n in (-1, 0, 1)]
+    rates = fx_rates.simulated_rates(fx_rates.SIMULATED_CENTRE, days, now)
+    codec = await asyncio.to_thread(build_codec, hub.settings)
+    producer = EdgeProducer(hub.settings, str(hub.settings.kafka_bootstrap), client_id="sinergi-bench-fx")
+    producer.start()
+    try:
+        count = await fx_rates.publish(producer, codec, rates)
+    finally:
+        await producer.close()
+    url = hub.metrics_urls()["reconcile"]
+    deadline = time.monotonic() + FX_FEED_TIMEOUT_S
+    held = 0
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                held = fx_feed_records((await client.get(url, params=FX_FEED_ONLY)).text)
+            if held >= count:
+                return count
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the reconciler's rate feed holds {held} of {count} reference rates after {FX_FEED_TIMEOUT_S}s")
+
+
 def stage_events_in(exposition: str, stage: str) -> int:
     """The events ``stage`` consumed, over every input topic, from a /metrics page."""
     return sum(
@@ -1259,6 +1305,7 @@ async def steady(hub: Hub, watcher: OutputWatcher, report: Report, rate: float, 
                 paid_at=datetime.now(UTC),
                 utc_offset_h=COUNTRY_UTC_OFFSET_H.get(script.office.country, 7),
             )
+            pin_to_reference(pay)  # at the published reference rate, as the streams of (b)
             bank_id = script.bank.bank_id
             headers = snap_headers(rng, bank_id, banks[bank_id], datetime.now(UTC))
             raw = json.dumps(pay).encode()  # the exact bytes post() sends: the signature covers them
@@ -1368,8 +1415,8 @@ async def _run(settings: Settings, hub: Hub, report: Report, events: int) -> Non
     now = datetime.now(UTC)
     print(f"bench: generating two mixed streams of {members:,} members each (about {events:,} records) ...", flush=True)
     # Both streams are built before anything is measured, so that their memory is in the bench's idle figure.
-    first = build_mixed_stream(settings, members, SEED, now, statements=True)
-    second = build_mixed_stream(settings, members, SEED + 1, now, statements=True)
+    first = build_mixed_stream(settings, members, SEED, now, statements=True, pin_fx=True)
+    second = build_mixed_stream(settings, members, SEED + 1, now, statements=True, pin_fx=True)
     if shared := first.customer_nos & second.customer_nos:
         report.problems.append(f"the two backlog streams share {len(shared)} participant(s): run 2 is not all new")
     payments_raw = [r.value for r in first.records if r.topic == "bank.payments.raw"]
@@ -1390,6 +1437,11 @@ async def _run(settings: Settings, hub: Hub, report: Report, events: int) -> Non
     await hub.wait_ready(READY_TIMEOUT_S)
     ready_s = time.monotonic() - spawned
     snapshot_memory(hub, report.memory, "idle")
+    try:
+        rates = await publish_reference_rates(hub, now)
+        print(f"bench: (b) {rates} reference FX rates published and held by the reconciler", flush=True)
+    except Exception as exc:  # the run goes on: its payments are then flagged FX_REFERENCE_RATE_MISSING
+        report.problems.append(f"reference FX rates not in place before the pre-load ({exc})")
     watched = [t.name for t in (*DEAD_LETTERS, EXCEPTIONS)]
     before = await _end_offsets(bootstrap, watched)
     watcher = OutputWatcher(bootstrap, settings)

@@ -28,6 +28,7 @@ from services.domain.identity import compose_va, event_uuid, participant_id
 from services.domain.models import ParticipantType, Program
 from services.domain.payment import to_idr
 from services.domain.tariff import bill_amount_idr, load_tariffs
+from services.fx_rates import pin_to_reference
 from services.reference import load_tariff_document
 from services.simulation.generators import (
     COUNTRY_UTC_OFFSET_H,
@@ -154,9 +155,12 @@ class Backlog:
         return len(self.enrollments) + len(self.payments)
 
 
-def build_backlog(settings: Settings, members: int, seed: int, now: datetime, world: World | None = None) -> Backlog:
+def build_backlog(
+    settings: Settings, members: int, seed: int, now: datetime, world: World | None = None, *, pin_fx: bool = False
+) -> Backlog:
     """``members`` valid enrollments and one payment each covering the bill exactly (mixed offices,
-    banks, currencies, participant types and contract lengths), as the APIs would have stored them."""
+    banks, currencies, participant types and contract lengths), as the APIs would have stored them.
+    ``pin_fx``: foreign-currency payments quoted at the simulated reference rates (see build_mixed_stream)."""
     world = world or world_from_settings(settings)
     today = wib_date(now)
     tariff = load_tariffs(load_tariff_document(settings.tariff_file)).tariff_on(today)
@@ -191,6 +195,8 @@ def build_backlog(settings: Settings, members: int, seed: int, now: datetime, wo
             utc_offset_h=COUNTRY_UTC_OFFSET_H.get(script.office.country, 7),
             account_name=body["full_name"],
         )
+        if pin_fx:
+            pin_to_reference(pay)
         http_headers = snap_headers(rng, script.bank.bank_id, "", now)
         out.payments.append(
             payment_intake_record(script.bank.bank_id, http_headers, pay, json.dumps(pay).encode(), now)
@@ -285,12 +291,17 @@ def build_mixed_stream(
     mix: Mix = MIXED,
     *,
     statements: bool = False,
+    pin_fx: bool = False,
 ) -> MixedStream:
     """``members`` enrolled workers paying in every way :data:`MIXED` allows, plus one payment to an
     unissued VA per 100 members, about 2.2 records per member. Deterministic for a seed (bar ``now``).
 
     ``statements``: also the banks' statement files (:func:`statement_records`), about one more record per
-    member. The enrollments and payments are the same either way (the files draw from their own generator)."""
+    member. The enrollments and payments are the same either way (the files draw from their own generator).
+
+    ``pin_fx``: every foreign-currency payment quoted at the simulated reference rate of its value date
+    (services.fx_rates.pin_to_reference, as `make demo`'s simulator does), so that with those rates published the
+    reconciler's FX check passes as it would in production; the rupiah amounts are the same either way."""
     world = world or world_from_settings(settings)
     today = wib_date(now)
     tariff = load_tariffs(load_tariff_document(settings.tariff_file)).tariff_on(today)
@@ -337,6 +348,8 @@ def build_mixed_stream(
         for step in steps:
             http_headers = snap_headers(rng, script.bank.bank_id, "", now)  # a resend has its own external id
             pay = step.body
+            if pin_fx:
+                pin_to_reference(pay)
             position = i + rng.uniform(1, PAY_LAG_RECORDS)
             put(
                 position,

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 
 from services.bench import (
     EVENTS_IN_ONLY,
+    FX_FEED_ONLY,
     MET,
     NOT_MEASURED,
     NOT_MET,
@@ -24,6 +25,7 @@ from services.bench import (
     Phase,
     Report,
     extrapolated_seconds,
+    fx_feed_records,
     memory_lines,
     mixed_members,
     parse_busy_s,
@@ -287,3 +289,51 @@ def test_the_stage_poll_asks_for_the_input_counter_only_and_reads_it() -> None:
     assert "sinergi_stage_batch_seconds" in full and "sinergi_stage_batch_seconds" not in only
     assert stage_events_in(only, "reconcile") == stage_events_in(full, "reconcile") == 12
     assert stage_events_in(only, "notify_kbri") == 3 and stage_events_in(only, "core_publisher") == 0
+
+
+def test_the_fx_feed_poll_reads_the_reconcilers_rate_count() -> None:
+    registry = CollectorRegistry()
+    Counter("sinergi_fx_feed_records", "applied", registry=registry).inc(12)
+    Counter("sinergi_events_in", "in", ["stage", "topic"], registry=registry).labels("reconcile", "t").inc(99)
+    app = make_wsgi_app(registry)
+    environ: dict[str, object] = {"QUERY_STRING": urlencode(FX_FEED_ONLY)}
+    setup_testing_defaults(environ)
+    only = b"".join(app(environ, lambda *_: None)).decode()
+    assert fx_feed_records(only) == 12 and "sinergi_events_in" not in only
+    assert fx_feed_records("# nothing yet\n") == 0
+
+
+def test_pinned_streams_quote_at_the_published_reference_rate_and_keep_their_rupiah() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import orjson
+
+    from services.config import Settings
+    from services.domain.dates import wib_date
+    from services.domain.payment import to_idr
+    from services.fx_rates import SIMULATED_CENTRE, simulated_rate
+    from services.simulation.backlog import build_mixed_stream
+
+    settings, now = Settings(), datetime.now(UTC)
+    plain = build_mixed_stream(settings, 200, 3, now, statements=True)
+    pinned = build_mixed_stream(settings, 200, 3, now, statements=True, pin_fx=True)
+    assert (pinned.money_in_idr, pinned.payments, pinned.cases) == (plain.money_in_idr, plain.payments, plain.cases)
+    by_id: dict[str, bytes] = {}
+    foreign = 0
+    for before, after in zip(plain.records, pinned.records, strict=True):
+        if after.topic != "bank.payments.raw":
+            continue
+        old, new = orjson.loads(before.value), orjson.loads(after.value)
+        paid = new["paidAmount"]
+        rupiah = to_idr(Decimal(paid["value"]), Decimal(new.get("additionalInfo", {}).get("fxRate", "1")))
+        assert rupiah == to_idr(
+            Decimal(old["paidAmount"]["value"]), Decimal(old.get("additionalInfo", {}).get("fxRate", "1"))
+        )
+        if paid["currency"] in SIMULATED_CENTRE:
+            foreign += 1
+            reference = simulated_rate(paid["currency"], wib_date(datetime.fromisoformat(new["trxDateTime"])))
+            assert abs(Decimal(new["additionalInfo"]["fxRate"]) - reference) * 100 / reference < Decimal("0.1")
+        # a re-sent notification stays byte-identical to its first sending
+        assert by_id.setdefault(new["paymentRequestId"], after.value) == after.value
+    assert foreign > 20

@@ -18,7 +18,13 @@ c. latency: requests are sent through the real KBRI and bank APIs at a steady ra
    (MemberRecord.caused_by_event_id). 2,000 requests/s (target 2) when (b) reached that rate, otherwise half
    of (b)'s rate, and target 2 is reported as not measurable;
 d. partner ingest (services.bench_ingest) with the workers stopped, so that the bank API has the CPU;
-e. scale-out of the heaviest service (services.bench_scaleout), last, with the hub stopped.
+e. scale-out of the heaviest service (services.bench_scaleout), with the hub stopped;
+f. the frameworks' floors (services.bench_floor), last: a Faust stage that only forwards, a bare Faust agent, a
+   FastAPI endpoint that only parses and answers (with and without Kafka's ack), and what targets 1 and 3 leave
+   once those are paid.
+
+The streams quote foreign-currency payments at the simulated reference FX rates, which (b) publishes first, as
+`make demo`'s simulator does: payments pass the reconciler's FX check as in production.
 
 Memory: the RSS (VmRSS) of every process the bench started, idle and after each backlog run. Then a table of
 the issue's five targets. Everything the bench starts is stopped on exit, Ctrl-C or SIGTERM included.
@@ -430,6 +436,8 @@ class Report:
     ingest_note: str = ""
     scaleout: ScaleOutResult | None = None
     scaleout_note: str = ""
+    floors: Any | None = None  # services.bench_floor.Floors
+    floors_note: str = ""
     backlog_events: int = 0  # records of both backlog runs (for the memory extrapolation)
     total_s: float | None = None
     notes: list[str] = field(default_factory=list)  # said with the figures, not failures
@@ -518,6 +526,13 @@ class Report:
         lines += (
             self.scaleout.lines() if self.scaleout is not None else [f"      {self.scaleout_note or '(not available)'}"]
         )
+        lines += [
+            "",
+            "  (f) the frameworks' floors (services.bench_floor), hub stopped: what a stage and an API cost before",
+            "      any of sinergi's work, and what targets 1 and 3 leave once it is paid",
+        ]
+        floors_note = f"      {self.floors_note or '(not run)'}"
+        lines += self.floors.lines("      ") if self.floors is not None else [floors_note]
         lines += ["", *memory_lines(self.memory, self.backlog_events)]
         lines += [
             "",
@@ -1519,6 +1534,10 @@ async def _run(settings: Settings, hub: Hub, report: Report, events: int) -> Non
     print("bench: (e) scale-out, hub stopped ...", flush=True)
     await asyncio.to_thread(hub.stop)
     await _scaleout(settings, bootstrap, hub.supervisor.log_dir.parent / "scaleout", events, report)
+    print("bench: (f) the frameworks' floors ...", flush=True)
+    payments = [r for r in first.records if r.topic == "bank.payments.raw"]
+    floor_records = (payments * (events // max(1, len(payments)) + 1))[:events]
+    await _floors(settings, bootstrap, hub.supervisor.log_dir.parent / "floor", floor_records, report)
 
 
 async def _ingest(hub: Hub, report: Report) -> None:
@@ -1550,6 +1569,18 @@ async def _scaleout(settings: Settings, bootstrap: str, root: Path, events: int,
         report.problems.append(f"(e) scale-out failed: {type(exc).__name__}: {str(exc)[:200]}")
         return
     report.problems += [f"(e) {p}" for p in report.scaleout.problems]
+
+
+async def _floors(settings: Settings, bootstrap: str, root: Path, records: Sequence[Any], report: Report) -> None:
+    from services.bench_floor import measure_floors
+
+    base = report.phase("(a)")
+    raw_rate = base.rate if base is not None and base.seconds > 0 else 0.0
+    try:
+        report.floors = await measure_floors(settings, bootstrap, root, records, raw_rate)
+    except Exception as exc:  # one phase failing must not lose the others' figures
+        report.floors_note = f"(failed: {type(exc).__name__})"
+        report.problems.append(f"(f) floors failed: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 class _Interrupted(Exception):

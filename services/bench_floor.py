@@ -386,6 +386,48 @@ def payment_wire(host: str, body: bytes) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+@dataclass
+class Floors:
+    raw_rate: float  # (a) of the same run, events/s
+    faust: FaustFloor
+    bare: FaustFloor
+    plain: HttpFloor
+    acked: HttpFloor
+
+    def lines(self, indent: str = "  ") -> list[str]:
+        def of_raw(floor: FaustFloor) -> str:
+            ratio = floor.rate / self.raw_rate if self.raw_rate else float("nan")
+            return f"{floor.rate:>8,.0f}/s  {floor.us_per_event:5.0f} µs CPU/event  {ratio:.3f} of (a)"
+
+        out = [
+            f"(f1) Faust floor: a stage that forwards          {self.faust.events:>8,} in {self.faust.seconds:6.2f} s "
+            f"= {of_raw(self.faust)}",
+            f"     faust-streaming alone: an agent that counts {self.bare.events:>8,} in {self.bare.seconds:6.2f} s "
+            f"= {of_raw(self.bare)}",
+        ]
+        for h in (self.plain, self.acked):
+            out.append(
+                f"(f2) HTTP floor, FastAPI on uvicorn, {h.label:<27} {h.per_cpu_s:>8,.0f} per CPU-s "
+                f"({h.us_per_request:4.0f} µs each; {h.accepted:,} in {h.wall_s:.1f} s, refused {h.refused}; "
+                f"p50 {h.p50_ms:.1f} ms, p99 {h.p99_ms:.1f} ms at {HTTP_CONCURRENCY} connections)"
+            )
+        out += budget_lines(self.raw_rate, self.faust, self.bare, self.acked)
+        return [indent + line for line in out]
+
+
+async def measure_floors(
+    settings: Settings, bootstrap: str, root: Path, records: Sequence[Any], raw_rate: float
+) -> Floors:
+    """(f1) and (f2) over ``records`` (raw payment notifications, RawRecord-like), ``raw_rate`` from (a)."""
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    faust = await measure_faust(settings, bootstrap, records, root)
+    bare = await measure_faust(settings, bootstrap, records, root, bare=True)
+    wire = payment_wire(settings.http_host, records[0].value)
+    plain = await measure_http(settings, None, root, wire)
+    acked = await measure_http(settings, bootstrap, root, wire)
+    return Floors(raw_rate, faust, bare, plain, acked)
+
+
 async def _measure(settings: Settings, bootstrap: str, root: Path, events: int) -> list[str]:
     from services.bench import SEED, baseline, mixed_members
     from services.simulation.backlog import build_mixed_stream
@@ -395,37 +437,16 @@ async def _measure(settings: Settings, bootstrap: str, root: Path, events: int) 
     records = (payments * (events // max(1, len(payments)) + 1))[:events]
     print("bench-floor: (a) raw aiokafka loop ...", flush=True)
     _, raw = await baseline(settings, bootstrap, [r.value for r in records], deadline_s=120.0)
-    print("bench-floor: (f1) Faust floor ...", flush=True)
-    faust = await measure_faust(settings, bootstrap, records, root)
-    bare = await measure_faust(settings, bootstrap, records, root, bare=True)
-    print("bench-floor: (f2) HTTP floor ...", flush=True)
-    wire = payment_wire(settings.http_host, records[0].value)
-    plain = await measure_http(settings, None, root, wire)
-    acked = await measure_http(settings, bootstrap, root, wire)
     raw_rate = raw.events / raw.seconds if raw.seconds > 0 else 0.0
-
-    def of_raw(floor: FaustFloor) -> str:
-        ratio = floor.rate / raw_rate if raw_rate else float("nan")
-        return f"{floor.rate:>8,.0f}/s  {floor.us_per_event:5.0f} µs CPU/event  {ratio:.3f} of (a)"
-
-    lines = [
+    print("bench-floor: (f1) Faust floor, (f2) HTTP floor ...", flush=True)
+    floors = await measure_floors(settings, bootstrap, root, records, raw_rate)
+    return [
         f"sinergi bench-floor: {events:,} payment notifications | {CORES} CPUs | broker {bootstrap}",
         "",
-        f"  (a)  raw aiokafka consume→json→transform→json→produce  {raw.events:>8,} in {raw.seconds:6.2f} s "
+        f"  (a)  raw aiokafka consume→json→transform→json→produce {raw.events:>8,} in {raw.seconds:6.2f} s "
         f"= {raw_rate:>8,.0f}/s",
-        f"  (f1) Faust floor: a stage that forwards                {faust.events:>8,} in {faust.seconds:6.2f} s "
-        f"= {of_raw(faust)}",
-        f"       faust-streaming alone: an agent that counts       {bare.events:>8,} in {bare.seconds:6.2f} s "
-        f"= {of_raw(bare)}",
+        *floors.lines(),
     ]
-    for h in (plain, acked):
-        lines.append(
-            f"  (f2) HTTP floor, FastAPI on uvicorn, {h.label:<27} {h.per_cpu_s:>8,.0f} per CPU-s "
-            f"({h.us_per_request:4.0f} µs each; {h.accepted:,} in {h.wall_s:.1f} s, refused {h.refused}; "
-            f"p50 {h.p50_ms:.1f} ms, p99 {h.p99_ms:.1f} ms at {HTTP_CONCURRENCY} connections)"
-        )
-    lines += ["", *budget_lines(raw_rate, faust, bare, acked)]
-    return lines
 
 
 def run(events: int) -> int:

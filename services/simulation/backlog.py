@@ -362,7 +362,7 @@ def build_mixed_stream(
                 notified.append(_Notified(script.bank, pay, position, len(distinct) == 1 and case is None))
         i += 1
         if i % 100 == 0:
-            notified.append(_unknown_va(rng, settings, world, now, i, out, put))
+            notified.append(_unknown_va(rng, settings, world, now, i, out, put, pin_fx))
             counts["UNKNOWN_VA"] = counts.get("UNKNOWN_VA", 0) + 1
     if statements:
         out.statements = StatementTraffic()
@@ -375,11 +375,20 @@ def build_mixed_stream(
 
 
 def _unknown_va(
-    rng: random.Random, settings: Settings, world: World, now: datetime, at: int, out: MixedStream, put: Any
+    rng: random.Random,
+    settings: Settings,
+    world: World,
+    now: datetime,
+    at: int,
+    out: MixedStream,
+    put: Any,
+    pin_fx: bool = False,
 ) -> _Notified:
     bank = rng.choice(world.banks)
     customer_no = unissued_customer_no(rng, settings.customer_no_digits)
     pay = unknown_va_payment(rng, bank, customer_no=customer_no, paid_at=now)
+    if pin_fx:
+        pin_to_reference(pay)
     http_headers = snap_headers(rng, bank.bank_id, "", now)
     put(at, payment_intake_record(bank.bank_id, http_headers, pay, json.dumps(pay).encode(), now))
     out.customer_nos.add(customer_no)

@@ -312,15 +312,16 @@ def test_pinned_streams_quote_at_the_published_reference_rate_and_keep_their_rup
     from services.config import Settings
     from services.domain.dates import wib_date
     from services.domain.payment import to_idr
-    from services.fx_rates import SIMULATED_CENTRE, simulated_rate
+    from services.fx_rates import SIMULATED_CENTRE, quote_at, simulated_rate
     from services.simulation.backlog import build_mixed_stream
 
     settings, now = Settings(), datetime.now(UTC)
-    plain = build_mixed_stream(settings, 200, 3, now, statements=True)
-    pinned = build_mixed_stream(settings, 200, 3, now, statements=True, pin_fx=True)
+    # 600 members: the stream then holds a foreign-currency payment to an unissued VA too (built apart)
+    plain = build_mixed_stream(settings, 600, 3, now, statements=True)
+    pinned = build_mixed_stream(settings, 600, 3, now, statements=True, pin_fx=True)
     assert (pinned.money_in_idr, pinned.payments, pinned.cases) == (plain.money_in_idr, plain.payments, plain.cases)
     by_id: dict[str, bytes] = {}
-    foreign = 0
+    foreign = unknown_foreign = 0
     for before, after in zip(plain.records, pinned.records, strict=True):
         if after.topic != "bank.payments.raw":
             continue
@@ -332,8 +333,31 @@ def test_pinned_streams_quote_at_the_published_reference_rate_and_keep_their_rup
         )
         if paid["currency"] in SIMULATED_CENTRE:
             foreign += 1
+            unknown_foreign += new["customerNo"] not in pinned.enrolled
             reference = simulated_rate(paid["currency"], wib_date(datetime.fromisoformat(new["trxDateTime"])))
-            assert abs(Decimal(new["additionalInfo"]["fxRate"]) - reference) * 100 / reference < Decimal("0.1")
+            # exactly the quote of the reference rate for its rupiah (a random quote never is)
+            assert (paid["value"], new["additionalInfo"]["fxRate"]) == quote_at(rupiah, reference)
         # a re-sent notification stays byte-identical to its first sending
         assert by_id.setdefault(new["paymentRequestId"], after.value) == after.value
-    assert foreign > 20
+    assert foreign > 20 and unknown_foreign >= 1
+
+
+def test_the_report_prints_the_floors_and_what_they_leave(tmp_path: object) -> None:
+    from services.bench_floor import FaustFloor, Floors, HttpFloor
+
+    report = Report(events=20_000, bootstrap="127.0.0.1:9092", embedded=True, log_dir=tmp_path)  # type: ignore[arg-type]
+    report.phases = [Phase("(a) raw aiokafka consume→json→transform→json→produce", 20_000, 1.0)]
+    assert "(f) the frameworks' floors" in report.table() and "(not run)" in report.table()
+    report.floors = Floors(
+        20_000.0,
+        FaustFloor(20_000, 5.0, 5.2),  # 260 µs per event
+        FaustFloor(20_000, 5.0, 5.6),
+        HttpFloor("no Kafka", 40_000, 0, 8.0, 8.8, 6.0, 15.0),
+        HttpFloor("answered after Kafka's ack", 30_000, 0, 8.0, 9.0, 9.0, 16.0),
+    )
+    text = report.table()
+    assert "(not run)" not in text
+    assert "(f1) Faust floor: a stage that forwards" in text and "260 µs CPU/event" in text and "0.200 of (a)" in text
+    assert "3,333 per CPU-s" in text and "300 µs each" in text
+    assert "target 1 wants 2,500 records/s end to end" in text
+    assert "target 3 wants 3,000 notifications per CPU-second = 333 µs each" in text

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,30 +25,64 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
+# A listener's port is chosen below the range the kernel hands out to outgoing connections
+# (net.ipv4.ip_local_port_range, 32768-60999 by default): a port chosen inside it by binding port 0 can be taken
+# by any client's connection (a worker's to the broker, say) between the choice and the listener's bind. That
+# happened: a bench's notify_kbri could not bind its /metrics port ("Address already in use") and never got ready.
+LISTEN_SPAN = 12_000
+_FALLBACK_EPHEMERAL = (32768, 60999)
+
+
+def ephemeral_range(text: str | None = None) -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux), or the usual default."""
+    try:
+        raw = text if text is not None else Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(v) for v in raw.split()[:2])
+    except (OSError, ValueError):
+        return _FALLBACK_EPHEMERAL
+    return (low, high) if 0 < low <= high <= 65535 else _FALLBACK_EPHEMERAL
+
+
+def listen_range(ephemeral: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """Where to pick listener ports: the LISTEN_SPAN ports just below the ephemeral range, or None when that
+    range starts too low to leave room above the privileged ports."""
+    low = (ephemeral or ephemeral_range())[0]
+    first = max(1024, low - LISTEN_SPAN)
+    return (first, low - 1) if low - 1 - first >= 1000 else None
+
+
+def _bindable(host: str, ports: range) -> bool:
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_port_block(1, host)
 
 
 def free_port_block(count: int, host: str = LOOPBACK) -> int:
-    """The first of `count` consecutive ports that are free right now (workers use base + n)."""
-    for _ in range(50):
-        base = free_port(host)
-        if base + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(s)
-                s.bind((host, port))
+    """The first of `count` consecutive ports that are free right now (workers use base + n), below the
+    ephemeral range when there is room (see LISTEN_SPAN), else wherever the kernel offers."""
+    span = listen_range()
+    for _ in range(200):
+        if span is not None:
+            base = random.randint(span[0], span[1] - count + 1)
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                base = int(s.getsockname()[1])
+        if base + count <= 65536 and _bindable(host, range(base, base + count)):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
     raise RuntimeError(f"no block of {count} free ports on {host}")
 
 

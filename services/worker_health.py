@@ -443,9 +443,10 @@ def partition_digests(
     return out
 
 
-def _recovered_at(table: Any, key: Any, default: int) -> int:
-    """The changelog partition a memory store recovered ``key`` from (Faust's ``_key_partition``), else default."""
-    return int(getattr(table.data, "_key_partition", {}).get(key, default))
+def _recovered_at(table: Any, key: Any) -> int | None:
+    """The changelog partition a memory store recovered ``key`` from (Faust's ``_key_partition``), if it did."""
+    p = getattr(table.data, "_key_partition", {}).get(key)
+    return None if p is None else int(p)
 
 
 def _murmur2_partition(key: Any, partitions: int) -> int | None:
@@ -486,7 +487,7 @@ class TableDigests:
                 elif partition is not None:
                     p = int(partition)
                     # ... and where the store does not remember another partition for it (recovered from there)
-                    if derived is not None and derived(key) == p and _recovered_at(table, key, p) == p:
+                    if derived is not None and derived(key) == p and _recovered_at(table, key) in (None, p):
                         written.pop(key, None)  # where its service says it belongs: nothing to remember
                     else:
                         written[key] = p
@@ -521,7 +522,7 @@ class TableDigests:
     def partition_of(self, table: Any, key: Any) -> int | None:
         p = self._written.get(table.name, {}).get(key)
         if p is None:
-            p = getattr(table.data, "_key_partition", {}).get(key)
+            p = _recovered_at(table, key)
         derived = getattr(table, "partition_of_key", None)
         if p is None and derived is not None:
             p = derived(key)

@@ -52,9 +52,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import cycle, islice
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -124,6 +125,14 @@ RSS_UNBOUNDED = {
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
 
 # --- figures --------------------------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def cycled(items: Sequence[T], count: int) -> list[T]:
+    """``count`` items: ``items`` in order, from the start again as often as needed (none when it is empty)."""
+    return list(islice(cycle(items), count)) if items else []
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -955,15 +964,11 @@ async def publish_reference_rates(hub: Hub, now: datetime) -> int:
     them, so that the streams' foreign-currency payments (quoted at those rates: build_mixed_stream(pin_fx=True))
     pass the reconciler's FX check as they would in production. Returns how many, once the reconciler's rate feed
     holds them all: a payment decided before its rate arrived would be flagged FX_REFERENCE_RATE_MISSING."""
-    from datetime import timedelta
-
     from connectors.kafka_edge import EdgeProducer
     from services import fx_rates
     from services.codec import build_codec
 
-    today = wib_date(now)
-    days = [today + timedelta(days=n) for n in (-1, 0, 1)]
-    rates = fx_rates.simulated_rates(fx_rates.SIMULATED_CENTRE, days, now)
+    rates = fx_rates.simulated_rates_around(now)
     codec = await asyncio.to_thread(build_codec, hub.settings)
     producer = EdgeProducer(hub.settings, str(hub.settings.kafka_bootstrap), client_id="sinergi-bench-fx")
     producer.start()
@@ -1434,13 +1439,11 @@ async def _run(settings: Settings, hub: Hub, report: Report, events: int) -> Non
     second = build_mixed_stream(settings, members, SEED + 1, now, statements=True, pin_fx=True)
     if shared := first.customer_nos & second.customer_nos:
         report.problems.append(f"the two backlog streams share {len(shared)} participant(s): run 2 is not all new")
-    payments_raw = [r.value for r in first.records if r.topic == "bank.payments.raw"]
-    payloads = list(payments_raw)
-    while len(payloads) < events:  # the baseline runs over N payment bodies
-        payloads.extend(payments_raw[: events - len(payloads)])
+    # (a) and (f) run over N of the stream's payment notifications, repeated when it holds fewer
+    payments = cycled([r for r in first.records if r.topic == "bank.payments.raw"], events)
 
     print("bench: (a) raw aiokafka baseline ...", flush=True)
-    preload, base = await baseline(settings, bootstrap, payloads[:events], deadline_s=120.0)
+    preload, base = await baseline(settings, bootstrap, [r.value for r in payments], deadline_s=120.0)
     report.phases += [base, preload]
     if base.events < events:
         report.problems.append(f"(a) only {base.events} of {events} events processed before the deadline")
@@ -1535,9 +1538,7 @@ async def _run(settings: Settings, hub: Hub, report: Report, events: int) -> Non
     await asyncio.to_thread(hub.stop)
     await _scaleout(settings, bootstrap, hub.supervisor.log_dir.parent / "scaleout", events, report)
     print("bench: (f) the frameworks' floors ...", flush=True)
-    payments = [r for r in first.records if r.topic == "bank.payments.raw"]
-    floor_records = (payments * (events // max(1, len(payments)) + 1))[:events]
-    await _floors(settings, bootstrap, hub.supervisor.log_dir.parent / "floor", floor_records, report)
+    await _floors(settings, bootstrap, hub.supervisor.log_dir.parent / "floor", payments, report)
 
 
 async def _ingest(hub: Hub, report: Report) -> None:

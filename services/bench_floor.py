@@ -92,7 +92,6 @@ def faust_worker(topic_in: str, topic_out: str, port: int) -> None:
         async for events in batches_of(stream, STAGE, *bound):
             await run_to_the_end(STAGE, forward(events))
 
-    del floor
     run_faust_app(app, settings, health)
 
 
@@ -133,7 +132,6 @@ def bare_faust_worker(topic_in: str, port: int) -> None:
     async def quiet_root_logger() -> None:
         logging.getLogger().setLevel(logging.WARNING)  # shared/perf-notes.md: a worker leaves it at DEBUG
 
-    del floor, quiet_root_logger
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
@@ -151,7 +149,6 @@ def http_app(producer: Any | None, topic: str) -> FastAPI:
             await producer.send(topic, b"floor", orjson.dumps(body), [])
         return Response(ACCEPTED, media_type="application/json")
 
-    del payment
     return app
 
 
@@ -261,16 +258,6 @@ def _spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Po
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def measure_faust(
     settings: Settings, bootstrap: str, records: Sequence[Any], root: Path, bare: bool = False
 ) -> FaustFloor:
@@ -281,6 +268,7 @@ async def measure_faust(
         _create_scratch_topics,
         _delete_scratch_topics,
         _preload,
+        _stop_process,
         process_cpu_s,
         stage_events_in,
     )
@@ -314,7 +302,7 @@ async def measure_faust(
                         break
                     await asyncio.sleep(0.2)
         finally:
-            _stop(proc)
+            await _stop_process(proc)
     finally:
         await asyncio.to_thread(_delete_scratch_topics, bootstrap, [topic_in, topic_out])
     if first is None or last is None or last[1] < len(records):
@@ -325,7 +313,13 @@ async def measure_faust(
 
 async def measure_http(settings: Settings, bootstrap: str | None, root: Path, wire: bytes) -> HttpFloor:
     from connectors.embedded import free_port
-    from services.bench import _create_scratch_topics, _delete_scratch_topics, percentile, process_cpu_s
+    from services.bench import (
+        _create_scratch_topics,
+        _delete_scratch_topics,
+        _stop_process,
+        percentile,
+        process_cpu_s,
+    )
     from services.bench_ingest import Tally, closed_loop, connect
 
     port = free_port(settings.http_host)
@@ -353,7 +347,7 @@ async def measure_http(settings: Settings, bootstrap: str | None, root: Path, wi
         wall = await closed_loop(settings.http_host, port, requests(), HTTP_SECONDS, HTTP_CONCURRENCY, tally)
         cpu = (process_cpu_s(proc.pid) or 0.0) - before
     finally:
-        _stop(proc)
+        await _stop_process(proc)
         if bootstrap and topic:
             await asyncio.to_thread(_delete_scratch_topics, bootstrap, [topic])
     ms = [v * 1000 for v in tally.latencies]
@@ -429,12 +423,11 @@ async def measure_floors(
 
 
 async def _measure(settings: Settings, bootstrap: str, root: Path, events: int) -> list[str]:
-    from services.bench import SEED, baseline, mixed_members
+    from services.bench import SEED, baseline, cycled, mixed_members
     from services.simulation.backlog import build_mixed_stream
 
     stream = build_mixed_stream(settings, mixed_members(events), SEED, datetime.now(UTC))
-    payments = [r for r in stream.records if r.topic == "bank.payments.raw"]
-    records = (payments * (events // max(1, len(payments)) + 1))[:events]
+    records = cycled([r for r in stream.records if r.topic == "bank.payments.raw"], events)
     print("bench-floor: (a) raw aiokafka loop ...", flush=True)
     _, raw = await baseline(settings, bootstrap, [r.value for r in records], deadline_s=120.0)
     raw_rate = raw.events / raw.seconds if raw.seconds > 0 else 0.0

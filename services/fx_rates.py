@@ -174,12 +174,19 @@ def pin_to_reference(body: dict[str, Any]) -> None:
     body["additionalInfo"] = {**info, "fxRate": rate}
 
 
+def simulated_rates_around(at: datetime) -> list[FxRate]:
+    """The simulated reference rates of yesterday, today and tomorrow (WIB) of ``at``, every simulated currency:
+    what a run near midnight needs for every payment to find its value date."""
+    from datetime import timedelta
+
+    today = wib_date(at)
+    return simulated_rates(SIMULATED_CENTRE, [today + timedelta(days=n) for n in (-1, 0, 1)], at)
+
+
 def publish_simulated(settings: Settings, echo: Callable[[str], None] = print, now: datetime | None = None) -> int:
     """At simulator start: the simulated reference rates of yesterday, today and tomorrow (WIB), so every
     payment of a run near midnight finds its value date. Best effort: without a broker or registry the
     simulator still runs, and the reconciler flags FX_REFERENCE_RATE_MISSING."""
-    from datetime import timedelta
-
     from services.codec import build_codec
     from services.explain_cli import cli_settings
     from services.supervisor import read_bootstrap_file
@@ -189,11 +196,9 @@ def publish_simulated(settings: Settings, echo: Callable[[str], None] = print, n
     if bootstrap is None:
         echo("simulator: no broker known; reference FX rates not published")
         return 0
-    today = wib_date(at)
-    days = [today + timedelta(days=n) for n in (-1, 0, 1)]
     try:
         codec = build_codec(cli_settings(settings))
-        count = publish_rates(settings, bootstrap, codec, simulated_rates(SIMULATED_CENTRE, days, at))
+        count = publish_rates(settings, bootstrap, codec, simulated_rates_around(at))
     except Exception as exc:  # best effort, see above
         echo(f"simulator: reference FX rates not published ({type(exc).__name__})")
         return 0

@@ -361,3 +361,11 @@ def test_the_report_prints_the_floors_and_what_they_leave(tmp_path: object) -> N
     assert "3,333 per CPU-s" in text and "300 µs each" in text
     assert "target 1 wants 2,500 records/s end to end" in text
     assert "target 3 wants 3,000 notifications per CPU-second = 333 µs each" in text
+
+
+def test_cycled_repeats_the_items_in_order_up_to_the_count() -> None:
+    from services.bench import cycled
+
+    assert cycled([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
+    assert cycled([1, 2, 3], 2) == [1, 2]
+    assert cycled([], 5) == []
